@@ -1,0 +1,34 @@
+# Two commands from a fresh clone:
+#   make test   create .venv, install the project with its test extra, run ruff and the whole suite
+#   make run    the same environment, then T01 (MNIST, simple network) with its defaults
+PYTHON ?= python3
+VENV   := .venv
+ifeq ($(OS),Windows_NT)
+  BIN := $(VENV)/Scripts
+else
+  BIN := $(VENV)/bin
+endif
+STAMP := $(VENV)/.installed
+
+.PHONY: test run lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e ".[test]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest
+
+run: $(STAMP)
+	$(BIN)/python T01_mnist_nn/mnist_nn.py $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_mnist_pipeline.py $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
