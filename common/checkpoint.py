@@ -1,0 +1,126 @@
+"""Saving and loading: atomic writes, `weights_only=True` loads, and clear errors for the wrong file.
+
+Two kinds of file:
+- a state dict (`model.state_dict()`): the weights alone, what you ship or evaluate;
+- a full checkpoint: weights plus optimizer, scheduler, epoch, metrics, arguments and
+  random-number state, everything needed to resume training where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.cli import UserError
+
+
+def atomic_save(obj: Any, path: Path | str) -> Path:
+    """torch.save to a temporary file in the same folder, then rename it over `path`.
+
+    A crash or Ctrl-C halfway through leaves the previous file intact, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def safe_load(path: Path | str, map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True (no arbitrary code from the file) and friendly errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({first[:160]})") from None
+
+
+def save_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None, epoch: int = 0, metrics: list[dict] | None = None,
+                    args: dict | None = None, generator: torch.Generator | None = None) -> Path:
+    """Write a full training checkpoint atomically; `epoch` is the number of epochs completed."""
+    state = {
+        "model_class": type(model).__name__,
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler_state_dict": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,
+        "metrics": metrics or [],
+        "args": _plain(args or {}),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "loader": generator.get_state() if generator is not None else None},
+    }
+    return atomic_save(state, path)
+
+
+def load_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None, generator: torch.Generator | None = None,
+                    map_location: Any = "cpu") -> dict:
+    """Restore a full checkpoint into `model` (and optimizer, scheduler, RNG state); return its dict."""
+    state = safe_load(path, map_location)
+    if not isinstance(state, dict) or "model_state_dict" not in state:
+        raise UserError(f"{path} is not a full training checkpoint (it may be a plain state dict; "
+                        "those hold weights only and cannot resume training)")
+    saved = state.get("model_class")
+    if saved and saved != type(model).__name__:
+        raise UserError(f"{path} holds a {saved} model, not a {type(model).__name__}")
+    load_weights(model, state["model_state_dict"], path)
+    if optimizer is not None and state.get("optimizer_state_dict"):
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+    if scheduler is not None and state.get("scheduler_state_dict"):
+        scheduler.load_state_dict(state["scheduler_state_dict"])
+    rng = state.get("rng") or {}
+    if rng.get("torch") is not None:
+        torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if generator is not None and rng.get("loader") is not None:
+        generator.set_state(rng["loader"])
+    return state
+
+
+def load_weights(model: nn.Module, state_dict_or_path: dict | Path | str, source: Path | str = "") -> None:
+    """Load a state dict (or a file holding one) into `model`, saying clearly when it doesn't fit."""
+    if isinstance(state_dict_or_path, (str, Path)):
+        source = state_dict_or_path
+        state_dict = safe_load(state_dict_or_path)
+        if isinstance(state_dict, dict) and "model_state_dict" in state_dict:
+            state_dict = state_dict["model_state_dict"]  # a full checkpoint works here too
+    else:
+        state_dict = state_dict_or_path
+    if not isinstance(state_dict, dict):
+        raise UserError(f"{source} does not hold a state dict")
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        detail = str(err).strip().splitlines()
+        hint = detail[1].strip() if len(detail) > 1 else detail[0]
+        raise UserError(f"{source} was saved from a different model than {type(model).__name__} "
+                        f"({hint[:160]})") from None
+
+
+def _plain(value: Any) -> Any:
+    """Arguments as plain Python values (Paths as strings), so weights_only=True can load them."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

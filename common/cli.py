@@ -1,0 +1,103 @@
+"""Command-line plumbing: argument checks, one-line errors, run folders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, missing file); printed as one line, no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag prints a single error line instead of usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer greater than zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer that is zero or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
+    return value
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every training script shares: seed, data and output folders, plots, data pipeline."""
+    group = parser.add_argument_group("run")
+    group.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    group.add_argument("--deterministic", action="store_true",
+                       help="use deterministic algorithms only (slower on GPU, same numbers every run)")
+    group.add_argument("--data-dir", type=Path, default=None,
+                       help="dataset folder (default: $PYTORCH_TUTORIAL_DATA_DIR or <repo>/data)")
+    group.add_argument("--out-dir", type=Path, default=None,
+                       help="folder for logs, metrics, plots and checkpoints (default: a new folder under <repo>/runs)")
+    group.add_argument("--classic-pipeline", action="store_true",
+                       help="decode every image with PIL each epoch, as torchvision does by default "
+                            "(slower; the default converts the dataset to tensors once and keeps it in memory)")
+    group.add_argument("--num-workers", type=non_negative_int, default=0,
+                       help="DataLoader worker processes (default: 0, load in the main process)")
+    group.add_argument("--show", action="store_true", help="also open the figures in a window, if there is a display")
+
+
+def make_run_dir(out_dir: Path | None, name: str) -> Path:
+    """Create and return the run folder: `out_dir` if given, else a new `runs/<name>-<time>` folder."""
+    if out_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = REPO_ROOT / "runs" / f"{name}-{stamp}"
+        suffix = 1
+        while out_dir.exists():  # two runs started in the same second get separate folders
+            suffix += 1
+            out_dir = REPO_ROOT / "runs" / f"{name}-{stamp}-{suffix}"
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create output folder {out_dir}: {err.strerror or err}") from None
+    return out_dir
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a script's `main()`: user errors become one line on stderr and exit code 2, Ctrl-C exits 130."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        sys.exit(130)

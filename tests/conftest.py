@@ -1,0 +1,44 @@
+"""Shared fixtures: small datasets in the real on-disk formats, and no network, ever."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("MPLBACKEND", "Agg")  # no windows from the tests
+
+from common import synthetic  # noqa: E402
+
+
+class NetworkBlocked(OSError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails at once, as it does on a machine without internet."""
+
+    def refuse(*args, **kwargs):
+        raise NetworkBlocked("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """A data folder with a small learnable MNIST (2,000 train / 500 test) as plain IDX files.
+
+    Shared by many tests: treat it as read-only (copy it before damaging anything).
+    """
+    root = tmp_path_factory.mktemp("mnist-data")
+    synthetic.write_mnist(root, "MNIST", train_size=2000, test_size=500)
+    return root
+
