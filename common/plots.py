@@ -72,3 +72,44 @@ def save_figure(fig, path: Path, show: bool = False) -> Path:
         plt.show()
     plt.close(fig)
     return path
+
+
+def confusion_matrix(targets, predictions, num_classes: int):
+    """Count matrix: row = true class, column = predicted class (a torch.long tensor)."""
+    import torch
+
+    targets, predictions = torch.as_tensor(targets).long().cpu(), torch.as_tensor(predictions).long().cpu()
+    flat = targets * num_classes + predictions  # one bin per (true, predicted) pair
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def plot_image_grid(images, titles: list[str], path: Path, mean=None, std=None, columns: int = 8,
+                    show: bool = False) -> Path:
+    """Save a grid of images (N x C x H x W tensor) with a title under each, undoing Normalize first.
+
+    `mean`/`std` are the Normalize values (one per channel), so the pictures show real colours.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    images = images.detach().cpu().float()
+    if mean is not None and std is not None:
+        channels = images.shape[1]
+        std_t = torch.as_tensor(std, dtype=torch.float32).expand(channels).view(1, -1, 1, 1)
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).expand(channels).view(1, -1, 1, 1)
+        images = images * std_t + mean_t  # x_normalised * std + mean = the original 0..1 pixels
+    images = images.clamp(0, 1)
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = (count + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        if image.shape[0] == 1:
+            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(image.permute(1, 2, 0).numpy())  # matplotlib wants H x W x C
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, show)

@@ -425,3 +425,19 @@ def test_environment_yml_and_pyproject_name_the_same_runtime_dependencies():
             conda.add({"pytorch": "torch"}.get(match.group(1), match.group(1)).lower())
     assert conda == runtime
     assert "-e .[test]" in (REPO / "environment.yml").read_text()  # installs the project itself
+
+
+def test_confusion_matrix_counts_pairs():
+    matrix = plots.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], num_classes=3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert matrix.sum().item() == 6
+
+
+def test_image_grid_is_a_png(tmp_path):
+    plots.use_backend(show=False)
+    images = torch.rand(5, 3, 32, 32)
+    path = plots.plot_image_grid(images, [f"img {i}" for i in range(5)], tmp_path / "grid.png",
+                                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), columns=4)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gray = plots.plot_image_grid(torch.rand(3, 1, 28, 28), ["a", "b", "c"], tmp_path / "gray.png")
+    assert gray.stat().st_size > 1000
