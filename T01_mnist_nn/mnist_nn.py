@@ -1,0 +1,211 @@
+"""T01 · MNIST with a simple two-layer network (SimpleNN).
+
+The blog post's first model: flatten a 28x28 digit into 784 numbers, one hidden layer
+of 128 units with ReLU, 10 outputs. Trained with Adadelta, it reaches about 98% test
+accuracy in 14 epochs.
+
+    python T01_mnist_nn/mnist_nn.py                   # the post's run: 14 epochs, best device
+    python T01_mnist_nn/mnist_nn.py --epochs 1 --no-cuda
+    python T01_mnist_nn/mnist_nn.py --dry-run         # one batch of training and of testing
+    python T01_mnist_nn/mnist_nn.py --help            # every flag
+
+The shape follows pytorch/examples' mnist/main.py: model, train(), test(), main().
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.optim.lr_scheduler import StepLR
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from common import cli, data, plots
+from common.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from common.device import add_device_arguments, describe, device_from_args
+from common.logger import close_logger, get_logger
+from common.seed import seed_everything, seed_worker
+
+# Mean and standard deviation of the MNIST training pixels (get_mnist_statistics.py prints them).
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class SimpleNN(nn.Module):
+    """784 -> 128 -> 10 with a ReLU in between; outputs log-probabilities."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1)  # (N, 1, 28, 28) -> (N, 784): a fully connected layer wants flat vectors
+        x = F.relu(self.fc1(x))
+        x = self.fc2(x)
+        # log_softmax here + nll_loss in train() = cross-entropy. (With raw logits you would
+        # use F.cross_entropy instead; never both, or the softmax is applied twice.)
+        return F.log_softmax(x, dim=1)
+
+
+def train(args: argparse.Namespace, model: nn.Module, device: torch.device, train_loader: DataLoader,
+          optimizer: optim.Optimizer, epoch: int, log) -> dict:
+    """Train for one epoch; return the average training loss and the number of images seen."""
+    model.train()  # training mode (matters for dropout and batch norm; a good habit everywhere)
+    total = len(train_loader.dataset)
+    loss_sum = torch.zeros((), device=device)  # a tensor, so the GPU never waits for .item() each batch
+    seen = 0
+    for batch_idx, (images, targets) in enumerate(train_loader):
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        optimizer.zero_grad()  # gradients add up across backward() calls: clear the last batch's
+        output = model(images)
+        loss = F.nll_loss(output, targets)
+        loss.backward()  # compute d(loss)/d(weight) for every weight
+        optimizer.step()  # move each weight a little against its gradient
+        loss_sum += loss.detach() * len(images)
+        seen += len(images)
+        if (batch_idx + 1) % args.log_interval == 0 or seen == total or args.dry_run:
+            log.info(f"Train Epoch: {epoch} [{seen}/{total} ({100.0 * seen / total:.0f}%)]\t"
+                     f"Loss: {loss.item():.6f}")
+        if args.dry_run:
+            log.info("Dry run: stopping after one batch of training.")
+            break
+    return {"train_loss": loss_sum.item() / seen, "train_images": seen}
+
+
+def test(model: nn.Module, device: torch.device, test_loader: DataLoader, log, dry_run: bool = False) -> dict:
+    """Evaluate on the test set; return average loss, accuracy and counts."""
+    model.eval()  # evaluation mode: dropout off, batch norm uses its running statistics
+    test_loss, correct, seen = 0.0, 0, 0
+    with torch.no_grad():  # no gradients needed to evaluate: faster and uses less memory
+        for images, targets in test_loader:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            output = model(images)
+            test_loss += F.nll_loss(output, targets, reduction="sum").item()  # sum; divided below
+            predicted = output.argmax(dim=1)  # the class with the highest log-probability
+            correct += (predicted == targets).sum().item()
+            seen += len(targets)
+            if dry_run:
+                log.info("Dry run: testing on one batch only.")
+                break
+    test_loss /= seen
+    log.info(f"\nTest set: Average loss: {test_loss:.4f}, "
+             f"Accuracy: {correct}/{seen} ({100.0 * correct / seen:.0f}%)\n")
+    return {"test_loss": test_loss, "test_accuracy": correct / seen, "test_correct": correct,
+            "test_images": seen}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(description="T01: MNIST with a simple two-layer network (SimpleNN).")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64, metavar="N",
+                        help="input batch size for training (default: 64)")
+    parser.add_argument("--test-batch-size", type=cli.positive_int, default=1000, metavar="N",
+                        help="input batch size for testing (default: 1000)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=14, metavar="N",
+                        help="number of epochs to train (default: 14)")
+    parser.add_argument("--lr", type=cli.positive_float, default=1.0, metavar="LR",
+                        help="learning rate (default: 1.0)")
+    parser.add_argument("--gamma", type=cli.positive_float, default=0.7, metavar="M",
+                        help="learning-rate step gamma: lr is multiplied by it after each epoch "
+                             "(default: 0.7; 1.0 keeps it constant)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="train on one batch and test on one batch, to check that everything runs")
+    parser.add_argument("--log-interval", type=cli.positive_int, default=10, metavar="N",
+                        help="how many batches to wait before logging training status (default: 10)")
+    parser.add_argument("--save-model", action="store_true",
+                        help="save the trained weights (state dict) as mnist_simple_nn.pt in the run folder")
+    parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
+                        help="continue training from a checkpoint.pt written by an earlier run")
+    add_device_arguments(parser)
+    cli.add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    plots.use_backend(args.show)
+    device = device_from_args(args)
+    loader_generator = seed_everything(args.seed, args.deterministic)
+    if args.resume is not None and not args.resume.is_file():
+        raise cli.UserError(f"--resume: checkpoint {args.resume} does not exist")
+    # A resumed run keeps writing into the folder its checkpoint came from.
+    out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None), "mnist_nn")
+    log = get_logger("mnist_nn", out_dir / "train.log")
+    log.info(describe(device))
+
+    # Data: ToTensor turns pixels 0..255 into 0..1; Normalize centres them (mean 0, std 1).
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    train_set = data.load_dataset("mnist", args.data_dir, train=True, transform=transform)
+    test_set = data.load_dataset("mnist", args.data_dir, train=False, transform=transform)
+    if not args.classic_pipeline:
+        # Apply the transform once and keep the tensors in memory: same numbers, no per-image
+        # PIL work each epoch (which otherwise costs far more than this small model).
+        train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
+    loader_kwargs = {"num_workers": args.num_workers, "pin_memory": device.type == "cuda"}
+    if args.num_workers > 0:
+        loader_kwargs |= {"worker_init_fn": seed_worker, "persistent_workers": True}
+    # Always shuffle the training set (a fixed order teaches the model the order), never the test set.
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                              generator=loader_generator, **loader_kwargs)
+    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False, **loader_kwargs)
+
+    model = SimpleNN().to(device)
+    optimizer = optim.Adadelta(model.parameters(), lr=args.lr)
+    scheduler = StepLR(optimizer, step_size=1, gamma=args.gamma)  # lr *= gamma after every epoch
+
+    history: list[dict] = []
+    start_epoch = 1
+    if args.resume is not None:
+        state = load_checkpoint(args.resume, model, optimizer, scheduler, loader_generator, map_location=device)
+        history, start_epoch = list(state["metrics"]), state["epoch"] + 1
+        if start_epoch > args.epochs:
+            raise cli.UserError(f"{args.resume} has already trained {state['epoch']} epoch(s); "
+                                f"pass --epochs larger than that to train further")
+        log.info(f"Resuming from {args.resume} after epoch {state['epoch']}")
+
+    checkpoint_path = out_dir / "checkpoint.pt"
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, args.epochs + 1):
+            started = time.perf_counter()
+            train_metrics = train(args, model, device, train_loader, optimizer, epoch, log)
+            train_seconds = time.perf_counter() - started
+            test_metrics = test(model, device, test_loader, log, args.dry_run)
+            seconds = time.perf_counter() - started
+            scheduler.step()
+            images_per_second = train_metrics["train_images"] / train_seconds
+            history.append({"epoch": epoch, **train_metrics, **test_metrics, "seconds": round(seconds, 3),
+                            "train_images_per_second": round(images_per_second, 1)})
+            log.info(f"Epoch {epoch} took {seconds:.1f} s (training: {images_per_second:,.0f} images/s)")
+            # Saved every epoch, atomically: a crash can cost at most the epoch in progress.
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, vars(args),
+                            loader_generator)
+            if args.dry_run:
+                break
+    except KeyboardInterrupt:
+        save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch - 1, history, vars(args),
+                        loader_generator)
+        log.info(f"\nInterrupted during epoch {epoch}. Saved {checkpoint_path}; "
+                 f"continue with: --resume {checkpoint_path}")
+        close_logger(log)
+        raise
+
+    plots.write_metrics(history, out_dir)
+    plots.plot_curves(history, out_dir / "curves.png", title="SimpleNN on MNIST", show=args.show)
+    if args.save_model:
+        atomic_save(model.state_dict(), out_dir / "mnist_simple_nn.pt")
+    log.info(f"Run folder: {out_dir} (metrics.json, metrics.csv, curves.png, checkpoint.pt"
+             f"{', mnist_simple_nn.pt' if args.save_model else ''}, train.log)")
+    close_logger(log)
+    return history
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,260 @@
+"""T01: mnist_nn.py and get_mnist_statistics.py, end to end on small MNIST-format data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common import cli, synthetic
+from common.checkpoint import safe_load
+from T01_mnist_nn import get_mnist_statistics, mnist_nn
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "T01_mnist_nn" / "mnist_nn.py"
+TIMING_KEYS = {"seconds", "train_images_per_second"}
+
+
+def run(mnist_root: Path, out_dir: Path, *flags: str) -> list[dict]:
+    return mnist_nn.main(["--data-dir", str(mnist_root), "--out-dir", str(out_dir), "--no-accel", *flags])
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def test_simple_nn_matches_the_post():
+    model = mnist_nn.SimpleNN()
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {"fc1.weight": (128, 784), "fc1.bias": (128,), "fc2.weight": (10, 128), "fc2.bias": (10,)}
+    out = model(torch.randn(5, 1, 28, 28))
+    assert out.shape == (5, 10)
+    assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-5)  # log-probabilities
+
+
+def test_defaults_are_the_posts_run():
+    args = mnist_nn.parse_args([])
+    assert (args.batch_size, args.test_batch_size, args.epochs, args.lr, args.gamma, args.log_interval,
+            args.seed) == (64, 1000, 14, 1.0, 0.7, 10, 1)
+
+
+def test_trains_end_to_end(mnist_root, tmp_path, capsys):
+    history = run(mnist_root, tmp_path, "--epochs", "3", "--test-batch-size", "200")
+    out = capsys.readouterr().out
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] * 0.8  # the loss falls
+    assert history[-1]["test_accuracy"] > 0.6  # ten classes: chance is 0.1
+    assert history[-1]["test_images"] == 500  # every test image, the last partial batch included
+    # The post's output lines, with percentages that reach 100%.
+    assert "Train Epoch: 1 [640/2000 (32%)]\tLoss: " in out
+    assert "Train Epoch: 3 [2000/2000 (100%)]\tLoss: " in out
+    assert re.search(r"Test set: Average loss: \d+\.\d{4}, Accuracy: \d+/500 \(\d+%\)", out)
+    assert re.search(r"Epoch 3 took \d+\.\d s \(training: [\d,]+ images/s\)", out)
+    assert "Using device: cpu" in out
+    for name in ("metrics.json", "metrics.csv", "curves.png", "checkpoint.pt", "train.log"):
+        assert (tmp_path / name).is_file(), name
+    assert json.loads((tmp_path / "metrics.json").read_text()) == history
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Train Epoch: 3 [2000/2000 (100%)]" in (tmp_path / "train.log").read_text()
+
+
+def test_classic_pipeline_gives_the_same_numbers(mnist_root, tmp_path):
+    fast = run(mnist_root, tmp_path / "fast", "--epochs", "1")
+    classic = run(mnist_root, tmp_path / "classic", "--epochs", "1", "--classic-pipeline")
+    assert without_timing(fast) == without_timing(classic)
+
+
+def test_same_seed_same_metrics_other_seed_differs(mnist_root, tmp_path):
+    first = run(mnist_root, tmp_path / "a", "--epochs", "1", "--seed", "3")
+    second = run(mnist_root, tmp_path / "b", "--epochs", "1", "--seed", "3")
+    other = run(mnist_root, tmp_path / "c", "--epochs", "1", "--seed", "4")
+    assert without_timing(first) == without_timing(second)
+    assert without_timing(first) != without_timing(other)
+
+
+def test_dry_run_is_one_batch_each(mnist_root, tmp_path, capsys):
+    history = run(mnist_root, tmp_path, "--dry-run", "--epochs", "5", "--test-batch-size", "100")
+    out = capsys.readouterr().out
+    assert len(history) == 1
+    assert history[0]["train_images"] == 64 and history[0]["test_images"] == 100
+    assert "Dry run: stopping after one batch of training." in out
+    assert "Accuracy: " in out and "/100 (" in out  # the accuracy of the batch it tested, not of 10,000
+
+
+def test_save_model_reloads_to_identical_outputs(mnist_root, tmp_path):
+    run(mnist_root, tmp_path, "--epochs", "1", "--save-model")
+    state = safe_load(tmp_path / "mnist_simple_nn.pt")
+    reloaded = mnist_nn.SimpleNN()
+    reloaded.load_state_dict(state)
+    trained = mnist_nn.SimpleNN()
+    trained.load_state_dict(safe_load(tmp_path / "checkpoint.pt")["model_state_dict"])
+    images = torch.randn(16, 1, 28, 28)
+    assert torch.equal(reloaded(images), trained(images))
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(mnist_root, tmp_path, capsys):
+    straight = run(mnist_root, tmp_path / "straight", "--epochs", "2")
+    run(mnist_root, tmp_path / "split", "--epochs", "1")
+    resumed = mnist_nn.main(["--data-dir", str(mnist_root), "--no-accel", "--epochs", "2",
+                             "--resume", str(tmp_path / "split" / "checkpoint.pt")])
+    assert "Resuming from" in capsys.readouterr().out
+    assert [row["epoch"] for row in resumed] == [1, 2]  # the history carries on in the same folder
+    assert without_timing(resumed) == without_timing(straight)
+    weights_straight = safe_load(tmp_path / "straight" / "checkpoint.pt")["model_state_dict"]
+    weights_resumed = safe_load(tmp_path / "split" / "checkpoint.pt")["model_state_dict"]
+    assert all(torch.equal(weights_straight[k], weights_resumed[k]) for k in weights_straight)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(mnist_root, tmp_path, monkeypatch):
+    real_step, calls = torch.optim.Adadelta.step, {"n": 0}
+
+    def step_then_interrupt(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 32 + 5:  # 32 batches make an epoch here: stop 5 batches into epoch 2
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adadelta, "step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(mnist_root, tmp_path, "--epochs", "3")
+    monkeypatch.undo()
+    state = safe_load(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1 and len(state["metrics"]) == 1
+    history = mnist_nn.main(["--data-dir", str(mnist_root), "--no-accel", "--epochs", "2",
+                             "--resume", str(tmp_path / "checkpoint.pt")])
+    assert [row["epoch"] for row in history] == [1, 2]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs: must be greater than 0"),
+    (["--epochs", "-2"], "--epochs: must be greater than 0"),
+    (["--batch-size", "0"], "--batch-size: must be greater than 0"),
+    (["--test-batch-size", "-1"], "--test-batch-size: must be greater than 0"),
+    (["--lr", "0"], "--lr: must be a finite number greater than 0"),
+    (["--lr", "-0.5"], "--lr: must be a finite number greater than 0"),
+    (["--gamma", "abc"], "--gamma: expected a number"),
+    (["--log-interval", "0"], "--log-interval: must be greater than 0"),
+    (["--optimizer", "adam"], "unrecognized arguments: --optimizer adam"),
+])
+def test_bad_flags_one_line_exit_2(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mnist_nn.main(flags)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert message in err and err.count("\n") == 1
+
+
+def user_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main(lambda: mnist_nn.main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    return err
+
+
+def test_unknown_device(mnist_root, tmp_path, capsys):
+    assert "unknown device 'tpu'" in user_error(["--device", "tpu", "--out-dir", str(tmp_path)], capsys)
+
+
+def test_missing_resume_file(tmp_path, capsys):
+    err = user_error(["--resume", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path)], capsys)
+    assert "does not exist" in err
+
+
+def test_resume_from_another_model(mnist_root, tmp_path, capsys):
+    other = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    torch.save({"model_class": "ConvNet", "model_state_dict": other.state_dict(), "epoch": 1},
+               tmp_path / "other.pt")
+    err = user_error(["--data-dir", str(mnist_root), "--out-dir", str(tmp_path / "run"),
+                      "--resume", str(tmp_path / "other.pt")], capsys)
+    assert "holds a ConvNet model, not a SimpleNN" in err
+
+
+def test_resume_past_the_last_epoch(mnist_root, tmp_path, capsys):
+    run(mnist_root, tmp_path, "--epochs", "1")
+    capsys.readouterr()
+    err = user_error(["--data-dir", str(mnist_root), "--epochs", "1", "--resume", str(tmp_path / "checkpoint.pt")],
+                     capsys)
+    assert "already trained 1 epoch(s)" in err
+
+
+def test_offline_without_data(tmp_path, capsys):
+    err = user_error(["--data-dir", str(tmp_path / "empty"), "--out-dir", str(tmp_path / "run")], capsys)
+    assert "download failed" in err and "train-images-idx3-ubyte.gz" in err
+
+
+# --- as a reader runs it: a real process, from the repo root and from inside the folder ---------
+
+def script(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": "", "MPLBACKEND": "Agg"}  # not relying on an installed package
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def test_runs_from_inside_its_folder(mnist_root, tmp_path):
+    result = script("mnist_nn.py", "--dry-run", "--no-cuda", "--no-mps", "--data-dir", str(mnist_root),
+                    "--out-dir", str(tmp_path), cwd=REPO / "T01_mnist_nn")
+    assert result.returncode == 0, result.stderr
+    assert "Test set: Average loss" in result.stdout
+
+
+def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
+    result = script(str(SCRIPT.relative_to(REPO)), "--epochs", "0")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    result = script(str(SCRIPT), "--resume", str(tmp_path / "missing.pt"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --resume") and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, which Windows delivers differently")
+def test_ctrl_c_in_a_real_process(tmp_path):
+    data_dir = tmp_path / "data"
+    synthetic.write_mnist(data_dir, "MNIST", train_size=20000, test_size=100)
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--no-accel", "--epochs", "50", "--log-interval", "1",
+                                "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 90
+    for line in process.stdout:  # wait until it is training its second epoch
+        if line.startswith("Train Epoch: 2 ") or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert "Interrupted during epoch 2" in out
+    assert safe_load(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+
+
+# --- the statistics helper --------------------------------------------------------------------
+
+def test_statistics_script_matches_numpy(mnist_root, capsys):
+    mean, std = get_mnist_statistics.main(["--data-dir", str(mnist_root), "--batch-size", "333"])
+    raw = (mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16) / 255.0
+    assert mean.item() == pytest.approx(pixels.mean(), rel=1e-5)
+    assert std.item() == pytest.approx(pixels.std(), rel=1e-5)
+    out = capsys.readouterr().out
+    assert f"mean: {pixels.mean():.4f}" in out and "transforms.Normalize((" in out
+
+
+def test_statistics_for_cifar10_has_three_channels(tmp_path, monkeypatch, capsys):
+    from torchvision import datasets
+
+    synthetic.write_cifar10(tmp_path, train_size=100, test_size=20)
+    monkeypatch.setattr(datasets.cifar, "check_integrity", lambda *a, **k: True)  # test data: MD5s differ
+    monkeypatch.setattr(datasets.CIFAR10, "_check_integrity", lambda self: True)
+    mean, std = get_mnist_statistics.main(["--dataset", "cifar10", "--data-dir", str(tmp_path)])
+    assert mean.shape == (3,) and std.shape == (3,)
+    assert "3 channel(s)" in capsys.readouterr().out
