@@ -135,10 +135,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     loader_generator = seed_everything(args.seed, args.deterministic)
     if args.resume is not None and not args.resume.is_file():
         raise cli.UserError(f"--resume: checkpoint {args.resume} does not exist")
-    # A resumed run keeps writing into the folder its checkpoint came from.
-    out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None), "mnist_nn")
-    log = get_logger("mnist_nn", out_dir / "train.log")
-    log.info(describe(device))
 
     # Data: ToTensor turns pixels 0..255 into 0..1; Normalize centres them (mean 0, std 1).
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
@@ -155,6 +151,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
                               generator=loader_generator, **loader_kwargs)
     test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False, **loader_kwargs)
+
+    # The run folder is made only once the data is there, so a failed start leaves nothing behind.
+    # A resumed run keeps writing into the folder its checkpoint came from.
+    out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None), "mnist_nn")
+    log = get_logger("mnist_nn", out_dir / "train.log")
+    log.info(describe(device))
 
     model = SimpleNN().to(device)
     optimizer = optim.Adadelta(model.parameters(), lr=args.lr)

@@ -220,7 +220,7 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, which Windows delivers differently")
 def test_ctrl_c_in_a_real_process(tmp_path):
     data_dir = tmp_path / "data"
-    synthetic.write_mnist(data_dir, "MNIST", train_size=20000, test_size=100)
+    synthetic.write_mnist(data_dir, "MNIST", train_size=6400, test_size=100)
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--no-accel", "--epochs", "50", "--log-interval", "1",
                                 "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run")],
@@ -233,8 +233,9 @@ def test_ctrl_c_in_a_real_process(tmp_path):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err
-    assert "Interrupted during epoch 2" in out
-    assert safe_load(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    interrupted = int(re.search(r"Interrupted during epoch (\d+)", out).group(1))
+    assert interrupted >= 2  # the signal may land a little later than the line we saw
+    assert safe_load(tmp_path / "run" / "checkpoint.pt")["epoch"] == interrupted - 1
 
 
 # --- the statistics helper --------------------------------------------------------------------
