@@ -38,9 +38,16 @@ class DatasetInfo:
     source: str  # where a reader can fetch the files by hand
 
 
+
+def _preferred_mirror(mirrors: list[str]) -> str:
+    """torchvision's first https mirror (older releases list yann.lecun.com's http one first)."""
+    return next((m for m in mirrors if m.startswith("https://")), mirrors[0])
+
+
 DATASETS = {
-    "mnist": DatasetInfo(datasets.MNIST, "MNIST/raw", datasets.MNIST.mirrors[0]),
-    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, "FashionMNIST/raw", datasets.FashionMNIST.mirrors[0]),
+    "mnist": DatasetInfo(datasets.MNIST, "MNIST/raw", _preferred_mirror(datasets.MNIST.mirrors)),
+    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, "FashionMNIST/raw",
+                                 _preferred_mirror(datasets.FashionMNIST.mirrors)),
     "cifar10": DatasetInfo(datasets.CIFAR10, datasets.CIFAR10.base_folder, datasets.CIFAR10.url),
 }
 
