@@ -50,8 +50,9 @@ class SimpleNN(nn.Module):
         x = torch.flatten(x, 1)  # (N, 1, 28, 28) -> (N, 784): a fully connected layer wants flat vectors
         x = F.relu(self.fc1(x))
         x = self.fc2(x)
-        # log_softmax here + nll_loss in train() = cross-entropy. (With raw logits you would
-        # use F.cross_entropy instead; never both, or the softmax is applied twice.)
+        # log_softmax here + nll_loss in train() = cross-entropy. A model that returns raw
+        # scores (logits) uses F.cross_entropy instead. Never feed softmax *probabilities*
+        # to cross_entropy: it takes a log-softmax of its own, and the loss comes out wrong.
         return F.log_softmax(x, dim=1)
 
 

@@ -24,10 +24,17 @@ class NetworkBlocked(OSError):
 def no_network(monkeypatch):
     """Any attempt to open a connection fails at once, as it does on a machine without internet."""
 
+    real_connect = socket.socket.connect
+
     def refuse(*args, **kwargs):
         raise NetworkBlocked("network disabled in tests")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    def connect(sock, address):
+        if sock.family == getattr(socket, "AF_UNIX", None):  # local sockets (DataLoader workers) are not network
+            return real_connect(sock, address)
+        raise NetworkBlocked("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 

@@ -1,0 +1,239 @@
+"""T04 · The layers a network is made of: shapes, parameters, losses and one optimizer step.
+
+The official tutorial's NeuralNetwork is taken apart layer by layer on a batch of three
+28x28 images, then Conv2d, MaxPool2d, Dropout and BatchNorm2d are tried on their own.
+Every claim is checked while the script runs.
+
+    python T04_tensor_autograd_basics/nn_building_blocks.py
+    python T04_tensor_autograd_basics/nn_building_blocks.py --graph   # needs torchviz and Graphviz
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import cli
+from common.seed import seed_everything
+from T04_tensor_autograd_basics.lesson import check, done, section, start
+
+
+class NeuralNetwork(nn.Module):
+    """The official "Build the Neural Network" tutorial's model: 784 -> 512 -> 512 -> 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.linear_relu_stack = nn.Sequential(
+            nn.Linear(28 * 28, 512),
+            nn.ReLU(),
+            nn.Linear(512, 512),
+            nn.ReLU(),
+            nn.Linear(512, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(x)
+        return self.linear_relu_stack(x)  # raw scores ("logits"): no softmax here, the loss does it
+
+
+def layer_by_layer(model: NeuralNetwork, images: torch.Tensor) -> dict:
+    section(1, "NeuralNetwork, one layer at a time")
+    print(model)
+    x = model.flatten(images)  # Flatten keeps dim 0 (the batch) and joins the rest: (3, 28, 28) -> (3, 784)
+    shapes = [("input", tuple(images.shape)), ("Flatten", tuple(x.shape))]
+    relu_minimum = math.inf
+    for layer in model.linear_relu_stack:
+        x = layer(x)
+        shapes.append((type(layer).__name__, tuple(x.shape)))
+        if isinstance(layer, nn.ReLU):
+            relu_minimum = min(relu_minimum, x.min().item())
+    for name, shape in shapes:
+        print(f"  {name:<8} -> {shape}")
+    check(relu_minimum == 0, "after each ReLU no value is negative (negatives became 0)")
+    check([shape for _, shape in shapes] == [(3, 28, 28), (3, 784), (3, 512), (3, 512), (3, 512), (3, 512), (3, 10)],
+          "the shapes go (3, 28, 28) -> (3, 784) -> (3, 512) -> ... -> (3, 10): one row of 10 scores per image")
+    logits = model(images)
+    check(torch.equal(logits, x), "running the layers by hand gives exactly model(images)")
+    probabilities = nn.Softmax(dim=1)(logits)  # dim=1: over the 10 classes of each image, not over the batch
+    print(f"softmax over dim=1 -> predicted classes {probabilities.argmax(dim=1).tolist()} "
+          f"(untrained: meaningless yet); row sums {probabilities.sum(dim=1).detach()}")
+    check(torch.allclose(probabilities.sum(dim=1), torch.ones(3)), "each image's probabilities add up to 1")
+    return {"shapes": [shape for _, shape in shapes]}
+
+
+def parameters(model: NeuralNetwork) -> dict:
+    section(2, "Parameters: named_parameters(), counting them, initialising them")
+    for name, parameter in model.named_parameters():
+        print(f"  {name:<28} {str(tuple(parameter.shape)):<11} {parameter.numel():>7,}")
+    total = sum(p.numel() for p in model.parameters())
+    by_hand = (784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10)  # weights + biases of each Linear
+    print(f"total: {total:,} parameters")
+    check(total == by_hand == 669_706, "the count is (784*512 + 512) + (512*512 + 512) + (512*10 + 10) = 669,706")
+    check(all(p.requires_grad for p in model.parameters()), "every parameter requires grad: the optimizer updates it")
+
+    def init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)  # the trailing _ means "fill in place"
+            nn.init.zeros_(module.bias)
+
+    model.apply(init_weights)  # apply() calls the function on every submodule
+    first = model.linear_relu_stack[0]
+    bound = math.sqrt(6 / (784 + 512))  # Xavier/Glorot uniform: U(-b, b) with b = sqrt(6 / (fan_in + fan_out))
+    print(f"after xavier_uniform_: first layer's weights in [{first.weight.min():.4f}, {first.weight.max():.4f}], "
+          f"bound sqrt(6 / (784 + 512)) = {bound:.4f}")
+    check(first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound and (first.bias == 0).all(),
+          "xavier_uniform_ filled the weights from [-bound, bound] and zeros_ the biases")
+    return {"parameters": total}
+
+
+def conv_and_pool(images: torch.Tensor) -> dict:
+    section(3, "Conv2d and MaxPool2d: how the shape changes")
+    batch = images.unsqueeze(1)  # (3, 28, 28) -> (3, 1, 28, 28): layers for images want (N, C, H, W)
+    conv = nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5)
+    padded_conv = nn.Conv2d(1, 6, kernel_size=5, padding=2)
+    pool = nn.MaxPool2d(kernel_size=2)
+    features, same_size = conv(batch), padded_conv(batch)
+    pooled = pool(features)
+    print(f"input {tuple(batch.shape)} -> Conv2d(1, 6, 5) {tuple(features.shape)} -> MaxPool2d(2) "
+          f"{tuple(pooled.shape)}; with padding=2: {tuple(same_size.shape)}")
+    print("  output size = (input + 2 * padding - kernel) // stride + 1: (28 - 5) // 1 + 1 = 24; "
+          "(28 + 4 - 5) // 1 + 1 = 28; pooling halves it")
+    check(features.shape == (3, 6, 24, 24) and same_size.shape == (3, 6, 28, 28) and pooled.shape == (3, 6, 12, 12),
+          "Conv2d(1, 6, 5) makes 6 maps of 24x24 (28x28 with padding=2); MaxPool2d(2) halves them to 12x12")
+    conv_parameters = sum(p.numel() for p in conv.parameters())
+    check(conv_parameters == 6 * 1 * 5 * 5 + 6,
+          f"Conv2d(1, 6, 5) has 6 * 1 * 5 * 5 weights + 6 biases = {conv_parameters} parameters")
+    check(torch.equal(pooled[0, 0, 0, 0], features[0, 0, :2, :2].max()), "each pooled value is the max of a 2x2 patch")
+    return {"conv": tuple(features.shape), "pooled": tuple(pooled.shape)}
+
+
+def dropout() -> dict:
+    section(4, "Dropout: on in train(), off in eval()")
+    layer = nn.Dropout(p=0.5)
+    x = torch.ones(10_000)
+    layer.train()
+    trained = layer(x)
+    zeroed = (trained == 0).float().mean().item()
+    print(f"train(): {100 * zeroed:.1f}% of the values set to 0, the rest scaled to "
+          f"{trained[trained != 0].unique().tolist()} (1 / (1 - p)) so the average stays about 1")
+    check(0.45 < zeroed < 0.55 and set(trained.unique().tolist()) == {0.0, 2.0},
+          "in train mode about half the values become 0 and the others are doubled")
+    layer.eval()
+    check(torch.equal(layer(x), x), "in eval mode Dropout passes its input through unchanged")
+    return {"dropped_fraction": zeroed}
+
+
+def batch_norm(images: torch.Tensor) -> dict:
+    section(5, "BatchNorm2d: normalise each channel over the batch")
+    maps = nn.Conv2d(1, 6, kernel_size=5)(images.unsqueeze(1)) * 3 + 1  # some (3, 6, 24, 24) maps, not centred
+    norm = nn.BatchNorm2d(6)
+    normalised = norm(maps)  # a new module is in train mode: it uses this batch's mean and variance
+    per_channel_mean = normalised.mean(dim=(0, 2, 3))
+    per_channel_std = normalised.std(dim=(0, 2, 3), unbiased=False)
+    print(f"{tuple(maps.shape)} -> {tuple(normalised.shape)}; per-channel mean after: "
+          f"{per_channel_mean.abs().max():.1e} (max abs), std after: {per_channel_std.min():.4f}.."
+          f"{per_channel_std.max():.4f}")
+    check(normalised.shape == maps.shape, "BatchNorm2d keeps the shape")
+    check(per_channel_mean.abs().max() < 1e-5 and (per_channel_std - 1).abs().max() < 1e-3,
+          "in train mode each of the 6 channels comes out with mean 0 and standard deviation 1")
+    check(norm.num_batches_tracked.item() == 1 and not torch.equal(norm.running_mean, torch.zeros(6)),
+          "and its running mean/variance moved towards this batch's (for use in eval mode)")
+    norm.eval()
+    check(not torch.allclose(norm(maps), normalised),
+          "in eval mode it uses the running statistics instead, so the same input gives another output")
+    return {"batch_norm_shape": tuple(normalised.shape)}
+
+
+def losses() -> dict:
+    section(6, "CrossEntropyLoss on logits = NLLLoss on log_softmax")
+    logits = torch.randn(3, 10)
+    targets = torch.tensor([3, 0, 7])
+    cross_entropy = nn.CrossEntropyLoss()(logits, targets)
+    nll = nn.NLLLoss()(F.log_softmax(logits, dim=1), targets)
+    by_hand = -F.log_softmax(logits, dim=1)[torch.arange(3), targets].mean()  # -log p(true class), averaged
+    print(f"CrossEntropyLoss(logits) = {cross_entropy.item():.6f}\nNLLLoss(log_softmax(logits)) = {nll.item():.6f}\n"
+          f"-mean(log p of the true class) = {by_hand.item():.6f}")
+    check(torch.allclose(cross_entropy, nll) and torch.allclose(cross_entropy, by_hand),
+          "CrossEntropyLoss = log_softmax + NLLLoss: pick one pair, never softmax twice")
+    wrong = nn.CrossEntropyLoss()(F.softmax(logits, dim=1), targets)
+    print(f"a common mistake, CrossEntropyLoss(softmax(logits)) = {wrong.item():.6f}: a different, wrong loss")
+    check(not torch.allclose(wrong, cross_entropy), "feeding probabilities to CrossEntropyLoss gives the wrong loss")
+    return {"cross_entropy": cross_entropy.item(), "nll": nll.item()}
+
+
+def optimizer_step(model: NeuralNetwork, images: torch.Tensor) -> dict:
+    section(7, "One optimizer step: zero_grad, backward, step")
+    targets = torch.tensor([1, 4, 9])
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+    before = loss_fn(model(images), targets)
+    optimizer.zero_grad()  # gradients add up across backward() calls: clear the last ones
+    before.backward()  # d(loss)/d(parameter) into each parameter's .grad
+    check(all(p.grad is not None for p in model.parameters()), "backward() filled .grad of every parameter")
+    optimizer.step()  # parameter -= lr * parameter.grad
+    with torch.no_grad():
+        after = loss_fn(model(images), targets)
+    print(f"loss before the step {before.item():.6f}, after {after.item():.6f}")
+    check(after < before, "one step against the gradient lowered the loss on this batch")
+    return {"loss_before": before.item(), "loss_after": after.item(), "loss": before}
+
+
+def graph(loss: torch.Tensor, model: NeuralNetwork, out_dir: Path | None) -> Path | None:
+    """Render the computation graph with torchviz, if it and Graphviz are installed."""
+    section(8, "The computation graph as a picture (--graph)")
+    if importlib.util.find_spec("torchviz") is None or shutil.which("dot") is None:
+        print("--graph needs the torchviz package and Graphviz's `dot` program: pip install torchviz, and "
+              "install Graphviz from https://graphviz.org/download/")
+        return None
+    from torchviz import make_dot
+
+    out_dir = cli.make_run_dir(out_dir, "nn_building_blocks")
+    dot = make_dot(loss, params=dict(model.named_parameters()))
+    path = Path(dot.render(str(out_dir / "graph"), format="png", cleanup=True))
+    print(f"wrote {path}")
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(description="T04: nn building blocks, layer by layer, every claim checked.")
+    parser.add_argument("--graph", action="store_true",
+                        help="also draw the computation graph to graph.png (needs torchviz and Graphviz)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="folder for graph.png (default: a new folder under <repo>/runs)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    seed_everything(args.seed)
+    start("T04 - nn building blocks")
+    model = NeuralNetwork()
+    images = torch.rand(3, 28, 28)  # a batch of three 28x28 "images"
+    facts = layer_by_layer(model, images)
+    facts |= parameters(model)
+    facts |= conv_and_pool(images)
+    facts |= dropout()
+    facts |= batch_norm(images)
+    facts |= losses()
+    facts |= optimizer_step(model, images)
+    loss = facts.pop("loss")
+    if args.graph:
+        facts["graph"] = graph(loss, model, args.out_dir)
+    return {**facts, "claims": done()}
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,239 @@
+"""T04 · Saving and loading: state_dict, whole pickled models, full checkpoints, map_location, eval().
+
+Every file goes into the run folder (--out-dir), never the current directory:
+
+    tiny_net_weights.pt       model.state_dict(): the weights only, what you ship
+    tiny_net_whole_model.pt   torch.save(model): the pickled object (see why not, in section 2)
+    checkpoint.pt             model, optimizer, epoch, losses and random state: enough to resume
+
+    python T04_tensor_autograd_basics/save_load.py
+    python T04_tensor_autograd_basics/save_load.py --no-accel --out-dir my_run
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from common import cli
+from common.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from common.device import add_device_arguments, device_from_args
+from common.seed import seed_everything
+from T04_tensor_autograd_basics.lesson import check, done, raises, section, start
+
+# PyTorch 2.6 changed torch.load's default from weights_only=False to weights_only=True.
+WEIGHTS_ONLY_IS_DEFAULT = torch.__version__ >= "2.6"
+EPOCHS_BEFORE_SAVE, EPOCHS_AFTER_SAVE = 3, 3
+LEARNING_RATE = 0.05
+
+
+class TinyNet(nn.Module):
+    """2 -> hidden -> 2 classifier with dropout (so train() and eval() behave differently)."""
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(2, hidden)
+        self.dropout = nn.Dropout(0.2)
+        self.fc2 = nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(F.relu(self.fc1(x))))
+
+
+def make_loader(seed: int) -> tuple[DataLoader, torch.Generator]:
+    """256 points in a square, label 1 inside the unit circle; a shuffling loader and its generator."""
+    data_generator = torch.Generator().manual_seed(seed)
+    points = torch.rand(256, 2, generator=data_generator) * 4 - 2
+    labels = (points.norm(dim=1) < 1).long()
+    loader_generator = torch.Generator().manual_seed(seed)  # decides the shuffling: part of what a checkpoint keeps
+    return DataLoader(TensorDataset(points, labels), batch_size=64, shuffle=True, generator=loader_generator), \
+        loader_generator
+
+
+def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, device: torch.device,
+                 epochs: int) -> list[float]:
+    """Train for `epochs` epochs; return each epoch's average loss."""
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        total = 0.0
+        for points, labels in loader:
+            points, labels = points.to(device), labels.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(points), labels)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(labels)
+        losses.append(total / len(loader.dataset))
+    return losses
+
+
+def same(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> bool:
+    """Bit-for-bit equal on the CPU; on a GPU, equal to 1e-6 (its kernels may differ from run to run)."""
+    return torch.equal(a, b) if device.type == "cpu" else torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def state_dict_section(model: TinyNet, device: torch.device, out_dir: Path, probe: torch.Tensor) -> Path:
+    section(1, "state_dict: the weights, by name")
+    for name, tensor in model.state_dict().items():
+        print(f"  {name:<12} {tuple(tensor.shape)}")
+    check(list(model.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"],
+          "a state_dict maps each parameter's name to its tensor (Dropout has none)")
+    path = atomic_save(model.state_dict(), out_dir / "tiny_net_weights.pt")  # temp file + rename: never half-written
+    state = torch.load(path, map_location=device, weights_only=True)  # weights_only: tensors only, no code
+    fresh = TinyNet().to(device)
+    fresh.load_state_dict(state)
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        check(torch.equal(fresh(probe), model(probe)),
+              f"saved to {path.name}, loaded into a new TinyNet: the same outputs")
+    message = raises(RuntimeError, lambda: TinyNet(hidden=8).load_state_dict(state),
+                     "loading it into a model of another shape is an error that names the mismatch")
+    print(f"  TinyNet(hidden=8).load_state_dict(state) -> RuntimeError: {message}")
+    return path
+
+
+def whole_model_section(model: TinyNet, device: torch.device, out_dir: Path, probe: torch.Tensor) -> dict:
+    section(2, "A whole pickled model, and why weights_only matters")
+    path = atomic_save(model, out_dir / "tiny_net_whole_model.pt")  # what torch.save(model, path) writes
+    print(f"torch.save(model) pickles the object: the file says 'make a {type(model).__module__}.TinyNet', and\n"
+          "unpickling runs whatever such a file asks for. weights_only=True refuses anything but tensors and\n"
+          "plain containers, so a file from the internet cannot run code on your machine.")
+    message = raises((pickle.UnpicklingError, RuntimeError),
+                     lambda: torch.load(path, map_location=device, weights_only=True),
+                     "torch.load(..., weights_only=True) refuses a whole pickled model", pick="Unsupported global")
+    print(f"  -> {message.split(' Please use')[0]}")
+    if WEIGHTS_ONLY_IS_DEFAULT:
+        raises((pickle.UnpicklingError, RuntimeError), lambda: torch.load(path, map_location=device),
+               f"torch {torch.__version__} (2.6 or newer) refuses it with a plain torch.load(path) too: "
+               "weights_only=True is the default")
+    else:
+        torch.load(path, map_location=device)
+        print(f"  torch {torch.__version__} is older than 2.6: a plain torch.load(path) still unpickles anything")
+    trusted = torch.load(path, map_location=device, weights_only=False)  # ONLY for files you made yourself
+    trusted.eval()
+    with torch.no_grad():
+        check(isinstance(trusted, TinyNet) and torch.equal(trusted(probe), model(probe)),
+              "weights_only=False loads it (do that only for files you trust); same outputs")
+    print(f"  Better: save model.state_dict(), rebuild the model in code, load_state_dict (section 1). A pickled\n"
+          f"  model also loads only where {type(model).__module__}.TinyNet can be imported, under that name.")
+    return {"weights_only_default": WEIGHTS_ONLY_IS_DEFAULT}
+
+
+def checkpoint_section(device: torch.device, out_dir: Path, seed: int) -> dict:
+    section(3, "A full checkpoint: save, reload into new objects, resume training")
+    seed_everything(seed)
+    model = TinyNet().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)  # Adam keeps running averages: state to save
+    loader, loader_generator = make_loader(seed)
+    losses = train_epochs(model, optimizer, loader, device, EPOCHS_BEFORE_SAVE)
+    history = [{"epoch": e, "loss": loss} for e, loss in enumerate(losses, start=1)]
+    path = save_checkpoint(out_dir / "checkpoint.pt", model, optimizer, epoch=EPOCHS_BEFORE_SAVE, metrics=history,
+                           generator=loader_generator)
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # plain dicts and tensors: weights_only is fine
+    print(f"saved {path.name} after epoch {saved['epoch']} (loss {saved['metrics'][-1]['loss']:.4f}); "
+          f"it holds: {', '.join(saved)}")
+    check({"model_state_dict", "optimizer_state_dict", "epoch", "metrics", "rng"} <= set(saved),
+          "the checkpoint holds model and optimizer state, epoch, losses and the random-number state")
+
+    # Keep training the original: what an uninterrupted run would do.
+    straight = train_epochs(model, optimizer, loader, device, EPOCHS_AFTER_SAVE)
+
+    # Pretend the program stopped: new model, new optimizer, new loader, all filled from the file.
+    resumed_model = TinyNet().to(device)
+    resumed_optimizer = torch.optim.Adam(resumed_model.parameters(), lr=LEARNING_RATE)
+    resumed_loader, resumed_generator = make_loader(seed)  # its shuffling starts over; the checkpoint restores it
+    state = load_checkpoint(path, resumed_model, resumed_optimizer, generator=resumed_generator, map_location=device)
+    resumed = train_epochs(resumed_model, resumed_optimizer, resumed_loader, device, EPOCHS_AFTER_SAVE)
+    first = state["epoch"] + 1
+    for epoch, a, b in zip(range(first, first + EPOCHS_AFTER_SAVE), straight, resumed):
+        print(f"  epoch {epoch}: uninterrupted loss {a:.6f}, resumed loss {b:.6f}")
+    check(same(torch.tensor(straight), torch.tensor(resumed), device)
+          and all(same(p, q, device) for p, q in zip(model.parameters(), resumed_model.parameters())),
+          "resumed training gives the same losses and the same final weights as the uninterrupted run")
+
+    # The same again, but restoring only the weights and not the optimizer: Adam starts from scratch.
+    weights_only_model = TinyNet().to(device)
+    fresh_optimizer = torch.optim.Adam(weights_only_model.parameters(), lr=LEARNING_RATE)
+    other_loader, other_generator = make_loader(seed)
+    load_checkpoint(path, weights_only_model, optimizer=None, generator=other_generator, map_location=device)
+    without_optimizer = train_epochs(weights_only_model, fresh_optimizer, other_loader, device, EPOCHS_AFTER_SAVE)
+    print(f"  without the optimizer's state, epoch {first}'s loss is {without_optimizer[0]:.6f} instead")
+    check(not same(torch.tensor(straight), torch.tensor(without_optimizer), device),
+          "restoring the weights alone (no optimizer state) does NOT continue the same run")
+    return {"straight": straight, "resumed": resumed, "without_optimizer": without_optimizer}
+
+
+def map_location_section(weights_path: Path, device: torch.device) -> dict:
+    section(4, "map_location: load a GPU checkpoint on a machine without one")
+    on_cpu = torch.load(weights_path, map_location="cpu", weights_only=True)
+    check(all(t.device.type == "cpu" for t in on_cpu.values()), "map_location='cpu' puts every tensor on the CPU")
+    on_device = torch.load(weights_path, map_location=device, weights_only=True)
+    check(all(t.device.type == device.type for t in on_device.values()),
+          f"map_location=device puts every tensor on the chosen device ({device})")
+    if device.type == "cpu":
+        print("  No accelerator in use: the file was saved from the CPU, so this ran on the CPU only. A file\n"
+              "  saved on a GPU loads on a CPU-only machine only with map_location='cpu'; without it torch.load\n"
+              "  fails with 'Attempting to deserialize object on a CUDA device but torch.cuda.is_available()\n"
+              "  is False'.")
+        return {"saved_on": "cpu"}
+    as_saved = torch.load(weights_path, weights_only=True)  # no map_location: back where they were saved
+    check(all(t.device.type == device.type for t in as_saved.values()),
+          f"without map_location the tensors come back on the device they were saved from ({device.type})")
+    return {"saved_on": device.type}
+
+
+def eval_section(trained: TinyNet, device: torch.device, weights_path: Path, probe: torch.Tensor) -> dict:
+    section(5, "After loading: eval() before predicting")
+    model = TinyNet().to(device)
+    model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
+    check(model.training, "a freshly built model is in train mode, and load_state_dict() does not change that")
+    with torch.no_grad():
+        first, second = model(probe), model(probe)
+        check(not torch.equal(first, second), "in train mode Dropout is on: the same input gives different outputs")
+        model.eval()  # Dropout off (and BatchNorm would use its running statistics)
+        trained.eval()
+        check(torch.equal(model(probe), model(probe)) and torch.equal(model(probe), trained(probe)),
+              "after eval() the outputs are repeatable and equal the saved model's")
+    return {"train_mode_differs": True}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(description="T04: saving and loading models and checkpoints, every claim checked.")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="folder for the .pt files (default: a new folder under <repo>/runs)")
+    add_device_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = device_from_args(args)
+    seed_everything(args.seed)
+    out_dir = cli.make_run_dir(args.out_dir, "save_load")
+    start("T04 - Saving and loading")
+    print(f"device {device}, torch {torch.__version__}")
+    model = TinyNet().to(device)
+    probe = torch.rand(5, 2, device=device) * 4 - 2  # a few inputs to compare outputs on
+    weights_path = state_dict_section(model, device, out_dir, probe)
+    facts = whole_model_section(model, device, out_dir, probe)
+    facts |= checkpoint_section(device, out_dir, args.seed)
+    facts |= map_location_section(weights_path, device)
+    facts |= eval_section(model, device, weights_path, probe)
+    print(f"\nRun folder: {out_dir} (tiny_net_weights.pt, tiny_net_whole_model.pt, checkpoint.pt)")
+    return {**facts, "out_dir": out_dir, "claims": done()}
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
