@@ -167,6 +167,9 @@ def _check_idx_file(path: Path) -> None:
 
 # --- Keeping a whole dataset in memory -------------------------------------------------------
 
+_RANDOM_TRANSFORMS = ("Random", "AutoAugment", "RandAugment", "TrivialAugment", "AugMix", "ColorJitter",
+                      "GaussianBlur", "ElasticTransform")
+
 def to_tensor_dataset(dataset: Dataset, chunk_size: int = 10_000) -> TensorDataset:
     """Apply `dataset`'s transform to every image once and keep the results as tensors.
 
@@ -176,6 +179,12 @@ def to_tensor_dataset(dataset: Dataset, chunk_size: int = 10_000) -> TensorDatas
     a TensorDataset gives the same numbers, much faster; a normal DataLoader still batches
     and shuffles it.
     """
+    steps = getattr(dataset, "transform", None)
+    steps = steps.transforms if isinstance(steps, transforms.Compose) else [steps]
+    random_steps = [type(s).__name__ for s in steps if type(s).__name__.startswith(_RANDOM_TRANSFORMS)]
+    if random_steps:  # done once, a random flip or crop would be frozen: the same "random" image every epoch
+        raise UserError(f"the transform has random augmentation ({', '.join(random_steps)}), which must run "
+                        "afresh every epoch: use --classic-pipeline with it")
     images = _vectorised_images(dataset, chunk_size)
     if images is not None:
         return TensorDataset(images, torch.as_tensor(dataset.targets, dtype=torch.long))

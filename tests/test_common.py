@@ -252,6 +252,13 @@ def test_in_memory_falls_back_to_per_image_for_other_transforms(mnist_root):
     assert torch.equal(fast[7][0], dataset[7][0])
 
 
+def test_in_memory_refuses_random_augmentation(mnist_root):
+    transform = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+    dataset = data.load_dataset("mnist", mnist_root, train=False, transform=transform)
+    with pytest.raises(cli.UserError, match="RandomHorizontalFlip.*--classic-pipeline"):
+        data.to_tensor_dataset(dataset)
+
+
 # --- statistics ------------------------------------------------------------------------------
 
 def test_channel_statistics_match_numpy():
