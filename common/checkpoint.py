@@ -52,8 +52,12 @@ def safe_load(path: Path | str, map_location: Any = "cpu") -> Any:
 
 def save_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any = None, epoch: int = 0, metrics: list[dict] | None = None,
-                    args: dict | None = None, generator: torch.Generator | None = None) -> Path:
-    """Write a full training checkpoint atomically; `epoch` is the number of epochs completed."""
+                    args: dict | None = None, generator: torch.Generator | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write a full training checkpoint atomically; `epoch` is the number of epochs completed.
+
+    `extra` adds lesson-specific entries (plain values only), e.g. the posts' top-level "loss".
+    """
     state = {
         "model_class": type(model).__name__,
         "model_state_dict": model.state_dict(),
@@ -66,6 +70,7 @@ def save_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.O
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "loader": generator.get_state() if generator is not None else None},
     }
+    state.update(_plain(extra or {}))
     return atomic_save(state, path)
 
 
