@@ -1,0 +1,500 @@
+"""T02 · FashionMNIST with an MLP, a deeper MLP and a CNN.
+
+The second group of posts takes the model from PyTorch's official "Build the Neural
+Network" tutorial (flatten, then 784-512-512-10 with ReLU), trains it on MNIST digits,
+then, unchanged, on FashionMNIST clothes, where it does clearly worse. A deeper MLP does
+not close the gap; a small CNN with batch norm and dropout does. Then the posts look at
+the predictions, the confusion matrix, checkpoints and hyper-parameters.
+
+    python T02_fashion_mnist/fashion_mnist.py                        # the MLP on FashionMNIST, 5 epochs
+    python T02_fashion_mnist/fashion_mnist.py --dataset mnist        # the same MLP on MNIST digits
+    python T02_fashion_mnist/fashion_mnist.py --model mlp-deep       # a deeper MLP
+    python T02_fashion_mnist/fashion_mnist.py --model cnn            # the CNN
+    python T02_fashion_mnist/fashion_mnist.py --model cnn --save-checkpoint
+    python T02_fashion_mnist/fashion_mnist.py --model cnn --resume runs/<folder>/checkpoint.pt --epochs 8
+    python T02_fashion_mnist/fashion_mnist.py --help                 # every flag
+
+Each run writes train.log, metrics.json/.csv, curves.png, predictions.png and
+confusion_matrix.png to its run folder. compare_hyperparameters.py reuses this file's
+models, train() and test() for the posts' hyper-parameter study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+
+import torch
+from torch import nn, optim
+from torch.optim.lr_scheduler import StepLR
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from common import cli, data, plots
+from common.checkpoint import atomic_save, load_checkpoint, safe_load, save_checkpoint
+from common.device import add_device_arguments, describe, device_from_args
+from common.logger import close_logger, get_logger
+from common.seed import seed_everything, seed_worker
+
+# The posts normalise with mean 0.5 and std 0.5: pixels 0..1 become -1..1. Close enough to
+# work, though not the data's real statistics (--measured-stats measures those instead).
+POSTS_MEAN, POSTS_STD = 0.5, 0.5
+
+
+# --- The three models -------------------------------------------------------------------------
+
+class NeuralNetwork(nn.Module):
+    """The official tutorial's MLP: flatten, then 784 -> 512 -> 512 -> 10 with ReLU; outputs logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()  # (N, 1, 28, 28) -> (N, 784): linear layers want flat vectors
+        self.linear_relu_stack = nn.Sequential(
+            nn.Linear(28 * 28, 512), nn.ReLU(),
+            nn.Linear(512, 512), nn.ReLU(),
+            # No ReLU or softmax after the last layer: CrossEntropyLoss wants the raw scores
+            # (logits) and applies log-softmax itself.
+            nn.Linear(512, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_relu_stack(self.flatten(x))
+
+
+class NeuralNetworkDeep(nn.Module):
+    """A wider, deeper MLP: 784 -> 1024 -> 1024 -> 512 -> 512 -> 10 with ReLU; outputs logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.linear_relu_stack = nn.Sequential(
+            nn.Linear(28 * 28, 1024), nn.ReLU(),
+            nn.Linear(1024, 1024), nn.ReLU(),
+            nn.Linear(1024, 512), nn.ReLU(),
+            nn.Linear(512, 512), nn.ReLU(),
+            nn.Linear(512, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_relu_stack(self.flatten(x))
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution, batch norm, ReLU, then a 2x2 max-pool that halves the height and width."""
+    return nn.Sequential(
+        # padding=1 keeps the size (28 -> 28). bias=False because the batch norm right after
+        # subtracts the mean anyway, which would cancel any bias.
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class ConvNet(nn.Module):
+    """Three conv blocks (32, 64, 128 channels), then 1152 -> 512 -> 512 -> 10 with batch norm and dropout."""
+
+    def __init__(self, dropout: float = 0.4) -> None:
+        super().__init__()
+        # Each block halves the image: 28x28 -> 14x14 -> 7x7 -> 3x3 (pooling rounds down).
+        self.features = nn.Sequential(conv_block(1, 32), conv_block(32, 64), conv_block(64, 128))
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # 128 channels x 3 x 3 = 1152 numbers per image
+            nn.Linear(128 * 3 * 3, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(512, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+MODELS = {"mlp": NeuralNetwork, "mlp-deep": NeuralNetworkDeep, "cnn": ConvNet}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable numbers (weights and biases) in `model`."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- Data -------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedData:
+    """The training and test sets, their class names and the Normalize values they were built with."""
+
+    train_set: Dataset
+    test_set: Dataset
+    classes: list[str]
+    mean: float
+    std: float
+
+
+def load_data(name: str, data_dir: Path | None, measured_stats: bool = False,
+              classic_pipeline: bool = False) -> LoadedData:
+    """Load FashionMNIST or MNIST, normalised with the posts' 0.5/0.5 or the measured statistics."""
+    mean, std = POSTS_MEAN, POSTS_STD
+    if measured_stats:
+        # The mean and std of every training pixel, as T01_mnist_nn/get_mnist_statistics.py prints them.
+        plain = data.load_dataset(name, data_dir, train=True, transform=transforms.ToTensor())
+        measured_mean, measured_std = data.channel_statistics(data.to_tensor_dataset(plain))
+        mean, std = round(measured_mean.item(), 4), round(measured_std.item(), 4)
+    # ToTensor turns pixels 0..255 into 0..1; Normalize then computes (x - mean) / std.
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    train_set = data.load_dataset(name, data_dir, train=True, transform=transform)
+    test_set = data.load_dataset(name, data_dir, train=False, transform=transform)
+    classes = list(train_set.classes)  # e.g. "T-shirt/top", "Trouser", ...; read before converting
+    if not classic_pipeline:
+        # Apply the transform once and keep the tensors in memory: the same numbers, without
+        # decoding 60,000 PIL images every epoch (which costs more than the MLP itself on a CPU).
+        train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
+    return LoadedData(train_set, test_set, classes, mean, std)
+
+
+def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, device: torch.device,
+                 generator: torch.Generator, num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
+    """DataLoaders for training (shuffled by `generator`) and testing (never shuffled)."""
+    kwargs = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    if num_workers > 0:
+        kwargs |= {"worker_init_fn": seed_worker, "persistent_workers": True}
+    # Shuffle the training set every epoch (a fixed order lets the model learn the order);
+    # the test set keeps its order, so predictions line up with the images.
+    train_loader = DataLoader(loaded.train_set, batch_size=batch_size, shuffle=True, generator=generator, **kwargs)
+    test_loader = DataLoader(loaded.test_set, batch_size=test_batch_size, shuffle=False, **kwargs)
+    return train_loader, test_loader
+
+
+# --- Optimizer and learning-rate schedule -----------------------------------------------------
+
+def build_optimizer(name: str, parameters, lr: float, momentum: float = 0.9) -> optim.Optimizer:
+    """SGD with momentum (the posts' default) or Adam (which has its own momentum-like terms)."""
+    if name == "sgd":
+        return optim.SGD(parameters, lr=lr, momentum=momentum)
+    if name == "adam":
+        return optim.Adam(parameters, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def build_scheduler(name: str, optimizer: optim.Optimizer, step_size: int = 2, gamma: float = 0.5):
+    """StepLR (multiply the learning rate by `gamma` every `step_size` epochs) or None."""
+    if name == "step":
+        return StepLR(optimizer, step_size=step_size, gamma=gamma)
+    if name == "none":
+        return None
+    raise ValueError(f"unknown scheduler {name!r}")
+
+
+# --- Training and testing ---------------------------------------------------------------------
+
+def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss_fn: nn.Module,
+          optimizer: optim.Optimizer, epoch: int, epochs: int, log: logging.Logger | None = None,
+          log_interval: int = 100, dry_run: bool = False) -> dict:
+    """Train for one epoch; return the average training loss and accuracy and the number of images seen."""
+    model.train()  # training mode: dropout drops, batch norm uses and updates batch statistics
+    steps = len(train_loader)
+    loss_sum = torch.zeros((), device=device)  # tensors, so the GPU never waits for .item() each step
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for step, (images, targets) in enumerate(train_loader, start=1):
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        outputs = model(images)  # logits, one row of 10 scores per image
+        loss = loss_fn(outputs, targets)
+        optimizer.zero_grad()  # gradients add up across backward() calls: clear the last step's
+        loss.backward()  # d(loss)/d(weight) for every weight
+        optimizer.step()  # move each weight a little against its gradient
+        loss_sum += loss.detach() * len(images)
+        correct += (outputs.argmax(dim=1) == targets).sum()
+        seen += len(images)
+        if log is not None and (step % log_interval == 0 or dry_run):
+            log.info(f"Epoch [{epoch}/{epochs}], Step [{step}/{steps}], Loss: {loss.item():.4f}")
+        if dry_run:
+            break
+    return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen, "train_images": seen}
+
+
+def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_fn: nn.Module,
+         log: logging.Logger | None = None, dry_run: bool = False, return_predictions: bool = False) -> dict:
+    """Evaluate on the test set; return average loss, accuracy and counts (and, if asked, every prediction)."""
+    model.eval()  # evaluation mode: dropout off, batch norm uses the statistics it learned
+    loss_sum, correct, seen = 0.0, 0, 0
+    predictions, targets_seen = [], []
+    with torch.no_grad():  # no gradients needed to evaluate: faster, less memory
+        for images, targets in test_loader:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            outputs = model(images)
+            loss_sum += loss_fn(outputs, targets).item() * len(targets)  # the loss is a batch mean
+            predicted = outputs.argmax(dim=1)  # the class with the highest score
+            correct += (predicted == targets).sum().item()
+            seen += len(targets)
+            if return_predictions:
+                predictions.append(predicted.cpu())
+                targets_seen.append(targets.cpu())
+            if dry_run:
+                break
+    metrics = {"test_loss": loss_sum / seen, "test_accuracy": correct / seen, "test_correct": correct,
+               "test_images": seen}
+    if log is not None:
+        log.info(f"Test Accuracy: {100 * correct / seen:.2f}% ({correct}/{seen}), "
+                 f"Average loss: {loss_sum / seen:.4f}")
+    if return_predictions:
+        metrics |= {"predictions": torch.cat(predictions), "targets": torch.cat(targets_seen)}
+    return metrics
+
+
+# --- Figures ----------------------------------------------------------------------------------
+
+def plot_confusion_matrix(counts: torch.Tensor, class_names: list[str], path: Path, title: str = "",
+                          show: bool = False) -> Path:
+    """Save a heatmap of the confusion matrix normalised per true class (each row sums to 1)."""
+    import matplotlib.pyplot as plt
+
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)  # a class with no images: a row of 0s, not NaN
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(9, 7.5))
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class")
+    ax.set_xticklabels(class_names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticklabels(class_names)
+    for row in range(n):
+        for column in range(n):
+            value = rates[row, column].item()
+            ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if value > 0.5 else "black")  # readable on dark and light cells
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return plots.save_figure(fig, path, show)
+
+
+def hardest_classes(counts: torch.Tensor, class_names: list[str], how_many: int = 3) -> str:
+    """The classes with the lowest test accuracy, e.g. 'Shirt 61.2%, Pullover 79.0%, Coat 80.3%'."""
+    per_class = counts.diag().double() / counts.sum(dim=1).clamp_min(1)
+    order = per_class.argsort()[:how_many].tolist()
+    return ", ".join(f"{class_names[i]} {100 * per_class[i].item():.1f}%" for i in order)
+
+
+def open_tensorboard(out_dir: Path, log: logging.Logger):
+    """A SummaryWriter writing to <run folder>/tensorboard, or None (with a hint) if tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("--tensorboard: the tensorboard package is not installed (pip install tensorboard); "
+                 "carrying on without it.")
+        return None
+    log.info(f"TensorBoard: view the curves with  tensorboard --logdir {out_dir / 'tensorboard'}")
+    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+
+
+# --- Command line -----------------------------------------------------------------------------
+
+def momentum_value(text: str) -> float:
+    """argparse type: a momentum from 0 (none) up to, but not including, 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command-line flags; defaults are the posts' set-up."""
+    parser = cli.ArgumentParser(description="T02: FashionMNIST (or MNIST) with an MLP, a deeper MLP or a CNN.")
+    parser.add_argument("--model", choices=list(MODELS), default="mlp",
+                        help="mlp: 784-512-512-10 (the official tutorial's); mlp-deep: 784-1024-1024-512-512-10; "
+                             "cnn: three conv blocks with batch norm and dropout (default: mlp)")
+    parser.add_argument("--dataset", choices=["fashion-mnist", "mnist"], default="fashion-mnist",
+                        help="which dataset (default: fashion-mnist)")
+    parser.add_argument("--measured-stats", action="store_true",
+                        help="normalise with the training set's measured mean and std instead of the posts' 0.5/0.5")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64, metavar="N",
+                        help="input batch size for training (default: 64)")
+    parser.add_argument("--test-batch-size", type=cli.positive_int, default=1000, metavar="N",
+                        help="input batch size for testing (default: 1000)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=5, metavar="N",
+                        help="number of epochs to train (default: 5)")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                        help="sgd (with --momentum) or adam (default: sgd)")
+    parser.add_argument("--lr", type=cli.positive_float, default=0.01, metavar="LR",
+                        help="learning rate (default: 0.01; for adam try 0.001)")
+    parser.add_argument("--momentum", type=momentum_value, default=0.9, metavar="M",
+                        help="SGD momentum, 0 <= M < 1 (default: 0.9; ignored by adam)")
+    parser.add_argument("--scheduler", choices=["none", "step"], default="none",
+                        help="step: multiply the learning rate by --gamma every --step-size epochs (default: none)")
+    parser.add_argument("--step-size", type=cli.positive_int, default=2, metavar="N",
+                        help="epochs between learning-rate drops with --scheduler step (default: 2)")
+    parser.add_argument("--gamma", type=cli.positive_float, default=0.5, metavar="G",
+                        help="learning-rate factor at each drop with --scheduler step (default: 0.5)")
+    parser.add_argument("--log-interval", type=cli.positive_int, default=100, metavar="N",
+                        help="print the training loss every N steps (default: 100)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="train on one batch and test on one batch, to check that everything runs")
+    parser.add_argument("--save-checkpoint", action="store_true",
+                        help="write checkpoint.pt (weights, optimizer, scheduler, epoch, per-epoch metrics) "
+                             "after every epoch")
+    parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
+                        help="continue training from a checkpoint.pt; pass the same --model, --dataset, "
+                             "--optimizer, --scheduler and --batch-size, and a larger --epochs")
+    parser.add_argument("--save-model", action="store_true",
+                        help="save the trained weights alone (a state dict) as <dataset>_<model>.pt in the run folder")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write loss and accuracy for TensorBoard (needs: pip install tensorboard)")
+    add_device_arguments(parser)
+    cli.add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+# A checkpoint resumes only into the same set-up: anything else would silently train a different run.
+RESUME_MUST_MATCH = ("model", "dataset", "optimizer", "scheduler", "batch_size", "measured_stats")
+
+
+def check_resume_arguments(path: Path, args: argparse.Namespace) -> None:
+    """Raise a UserError if the checkpoint at `path` cannot continue with this run's settings.
+
+    Checked first, before the data is loaded, and before any state is: an SGD state loaded
+    into Adam, say, would fail with a KeyError deep inside torch.
+    """
+    if not path.is_file():
+        raise cli.UserError(f"--resume: checkpoint {path} does not exist")
+    state = safe_load(path)
+    if not isinstance(state, dict) or "model_state_dict" not in state:
+        return  # not a full checkpoint: load_checkpoint() will say what it is
+    saved = state.get("args") if isinstance(state.get("args"), dict) else {}
+    for name in RESUME_MUST_MATCH:
+        if name in saved and saved[name] != getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise cli.UserError(f"{path} was trained with {flag} {saved[name]}, this run asks for "
+                                f"{getattr(args, name)}; pass {flag} {saved[name]} to resume it")
+    if state.get("model_class", MODELS[args.model].__name__) != MODELS[args.model].__name__:
+        return  # another lesson's model: load_checkpoint() names it
+    if isinstance(state.get("epoch"), int) and state["epoch"] >= args.epochs:
+        raise cli.UserError(f"{path} has already trained {state['epoch']} epoch(s); "
+                            f"pass --epochs larger than that to train further")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Train and test one model; write metrics, figures and (if asked) checkpoints; return the history."""
+    args = parse_args(argv)
+    plots.use_backend(args.show)
+    device = device_from_args(args)
+    if args.resume is not None:
+        check_resume_arguments(args.resume, args)
+    # A resumed run keeps writing into the folder its checkpoint came from.
+    out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None),
+                               f"{args.dataset}_{args.model}")
+    log = get_logger("fashion_mnist", out_dir / "train.log")
+    try:
+        return run(args, device, out_dir, log)
+    finally:
+        close_logger(log)  # also on errors and Ctrl-C (Windows cannot delete an open log file)
+
+
+def run(args: argparse.Namespace, device: torch.device, out_dir: Path, log: logging.Logger) -> list[dict]:
+    """The body of main(): data, model, the epochs, then the figures."""
+    loader_generator = seed_everything(args.seed, args.deterministic)
+    log.info(describe(device))
+    loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
+    log.info(f"{args.dataset}: {len(loaded.train_set):,} training and {len(loaded.test_set):,} test images, "
+             f"normalised with mean {loaded.mean} and std {loaded.std}")
+    train_loader, test_loader = make_loaders(loaded, args.batch_size, args.test_batch_size, device,
+                                             loader_generator, args.num_workers)
+
+    model = MODELS[args.model]().to(device)
+    log.info(f"{model}\nParameters: {count_parameters(model):,}")
+    loss_fn = nn.CrossEntropyLoss()  # softmax + negative log-likelihood, on the model's raw logits
+    optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
+    scheduler = build_scheduler(args.scheduler, optimizer, args.step_size, args.gamma)
+
+    history: list[dict] = []
+    start_epoch = 1
+    if args.resume is not None:
+        state = load_checkpoint(args.resume, model, optimizer, scheduler, loader_generator, map_location=device)
+        history, start_epoch = list(state["metrics"]), state["epoch"] + 1
+        log.info(f"Resuming from {args.resume} after epoch {state['epoch']}")
+    save_checkpoints = args.save_checkpoint or args.resume is not None
+    checkpoint_path = out_dir / "checkpoint.pt"
+    writer = open_tensorboard(out_dir, log) if args.tensorboard else None
+
+    epoch, last = start_epoch, {}
+    try:
+        for epoch in range(start_epoch, args.epochs + 1):
+            lr = optimizer.param_groups[0]["lr"]  # the rate used this epoch (a scheduler changes it)
+            started = time.perf_counter()
+            train_metrics = train(model, device, train_loader, loss_fn, optimizer, epoch, args.epochs, log,
+                                  args.log_interval, args.dry_run)
+            train_seconds = time.perf_counter() - started
+            if not math.isfinite(train_metrics["train_loss"]):
+                raise cli.UserError(f"training diverged: the loss became {train_metrics['train_loss']} in epoch "
+                                    f"{epoch}; try a smaller --lr (now {args.lr})")
+            last = test(model, device, test_loader, loss_fn, log, args.dry_run,
+                        return_predictions=epoch == args.epochs or args.dry_run)
+            test_metrics = {k: v for k, v in last.items() if k not in ("predictions", "targets")}
+            seconds = time.perf_counter() - started
+            if scheduler is not None:
+                scheduler.step()  # once per epoch, after the optimizer has stepped
+            images_per_second = train_metrics["train_images"] / train_seconds
+            history.append({"epoch": epoch, "lr": lr, **train_metrics, **test_metrics,
+                            "seconds": round(seconds, 3), "train_images_per_second": round(images_per_second, 1)})
+            log.info(f"Epoch {epoch} took {seconds:.1f} s (training: {images_per_second:,.0f} images/s)")
+            if writer is not None:
+                writer.add_scalar("Loss/train", train_metrics["train_loss"], epoch)
+                writer.add_scalar("Loss/test", test_metrics["test_loss"], epoch)
+                writer.add_scalar("Accuracy/train", train_metrics["train_accuracy"], epoch)
+                writer.add_scalar("Accuracy/test", test_metrics["test_accuracy"], epoch)
+            if save_checkpoints:
+                # The posts' checkpoint (epoch, weights, optimizer, loss) plus scheduler, arguments,
+                # metrics and random-number state, written atomically: a crash costs at most this epoch.
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, vars(args),
+                                loader_generator, extra={"loss": train_metrics["train_loss"]})
+            if args.dry_run:
+                break
+    except KeyboardInterrupt:
+        if save_checkpoints and checkpoint_path.is_file():
+            log.info(f"\nInterrupted during epoch {epoch}. {checkpoint_path} holds the last finished epoch; "
+                     f"continue with: --resume {checkpoint_path}")
+        else:
+            log.info(f"\nInterrupted during epoch {epoch}; nothing saved "
+                     "(pass --save-checkpoint to be able to resume).")
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+
+    plots.write_metrics(history, out_dir)
+    name = f"{type(model).__name__} on {args.dataset}"
+    plots.plot_curves(history, out_dir / "curves.png", title=name, show=args.show)
+    predictions, targets = last["predictions"], last["targets"]
+    shown = min(16, len(predictions))
+    images = torch.stack([loaded.test_set[i][0] for i in range(shown)])  # the test set is not shuffled
+    titles = [f"pred: {loaded.classes[p]}\ntrue: {loaded.classes[t]}"
+              for p, t in zip(predictions[:shown].tolist(), targets[:shown].tolist())]
+    plots.plot_image_grid(images, titles, out_dir / "predictions.png", loaded.mean, loaded.std, show=args.show)
+    counts = plots.confusion_matrix(targets, predictions, len(loaded.classes))
+    plot_confusion_matrix(counts, loaded.classes, out_dir / "confusion_matrix.png",
+                          title=f"{name}: {100 * last['test_accuracy']:.2f}% test accuracy", show=args.show)
+    log.info(f"Hardest classes: {hardest_classes(counts, loaded.classes)}")
+    outputs = ["train.log", "metrics.json", "metrics.csv", "curves.png", "predictions.png", "confusion_matrix.png"]
+    if save_checkpoints:
+        outputs.append(checkpoint_path.name)
+    if writer is not None:
+        outputs.append("tensorboard/")
+    if args.save_model:
+        model_path = out_dir / f"{args.dataset.replace('-', '_')}_{args.model.replace('-', '_')}.pt"
+        atomic_save(model.state_dict(), model_path)  # weights only: load with model.load_state_dict()
+        outputs.append(model_path.name)
+    log.info(f"Run folder: {out_dir} ({', '.join(outputs)})")
+    return history
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
