@@ -32,7 +32,7 @@ from common import cli, data, plots
 from common.checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from common.device import add_device_arguments, describe, device_from_args
 from common.logger import close_logger, get_logger
-from common.seed import seed_everything, seed_worker
+from common.seed import seed_everything
 
 # Mean and standard deviation of the MNIST training pixels (get_mnist_statistics.py prints them).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -145,9 +145,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         # Apply the transform once and keep the tensors in memory: same numbers, no per-image
         # PIL work each epoch (which otherwise costs far more than this small model).
         train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
-    loader_kwargs = {"num_workers": args.num_workers, "pin_memory": device.type == "cuda"}
-    if args.num_workers > 0:
-        loader_kwargs |= {"worker_init_fn": seed_worker, "persistent_workers": True}
+    loader_kwargs = data.loader_options(args.num_workers, device)  # workers, pinned memory on CUDA
     # Always shuffle the training set (a fixed order teaches the model the order), never the test set.
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
                               generator=loader_generator, **loader_kwargs)

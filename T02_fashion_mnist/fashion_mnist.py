@@ -41,7 +41,7 @@ from common import cli, data, plots
 from common.checkpoint import atomic_save, load_checkpoint, safe_load, save_checkpoint
 from common.device import add_device_arguments, describe, device_from_args
 from common.logger import close_logger, get_logger
-from common.seed import seed_everything, seed_worker
+from common.seed import seed_everything
 
 # The posts normalise with mean 0.5 and std 0.5: pixels 0..1 become -1..1. Close enough to
 # work, though not the data's real statistics (--measured-stats measures those instead).
@@ -161,9 +161,7 @@ def load_data(name: str, data_dir: Path | None, measured_stats: bool = False,
 def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, device: torch.device,
                  generator: torch.Generator, num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
     """DataLoaders for training (shuffled by `generator`) and testing (never shuffled)."""
-    kwargs = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
-    if num_workers > 0:
-        kwargs |= {"worker_init_fn": seed_worker, "persistent_workers": True}
+    kwargs = data.loader_options(num_workers, device)  # workers, pinned memory on CUDA
     # Shuffle the training set every epoch (a fixed order lets the model learn the order);
     # the test set keeps its order, so predictions line up with the images.
     train_loader = DataLoader(loaded.train_set, batch_size=batch_size, shuffle=True, generator=generator, **kwargs)

@@ -32,7 +32,7 @@ from common import cli, data, plots
 from common.checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from common.device import add_device_arguments, describe, device_from_args
 from common.logger import close_logger, get_logger
-from common.seed import seed_everything, seed_worker
+from common.seed import seed_everything
 
 # The post's short class names, in CIFAR-10's label order. torchvision's `dataset.classes`
 # says 'airplane' and 'automobile'; the post shortens them so each fits in 5 characters.
@@ -227,9 +227,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         # augmentation such as RandomHorizontalFlip, use --classic-pipeline: it must run every epoch,
         # and a copy made once would freeze one random version of each image.)
         train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
-    loader_kwargs = {"num_workers": args.num_workers, "pin_memory": device.type == "cuda"}
-    if args.num_workers > 0:
-        loader_kwargs |= {"worker_init_fn": seed_worker, "persistent_workers": True}
+    loader_kwargs = data.loader_options(args.num_workers, device)  # workers, pinned memory on CUDA
     # Always shuffle the training set, never the test set (so the pictures show the same images every run).
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
                               generator=loader_generator, **loader_kwargs)

@@ -222,6 +222,21 @@ def _vectorised_images(dataset: Dataset, chunk_size: int) -> torch.Tensor | None
     return out
 
 
+def loader_options(num_workers: int, device) -> dict:
+    """Keyword arguments for DataLoader that every lesson uses the same way.
+
+    - pin_memory on CUDA: page-locked host memory makes copies to the GPU faster;
+    - with worker processes, seed each one (common.seed.seed_worker) and keep them alive
+      between epochs instead of starting new ones every epoch.
+    """
+    from common.seed import seed_worker
+
+    options = {"num_workers": num_workers, "pin_memory": torch.device(device).type == "cuda"}
+    if num_workers > 0:
+        options |= {"worker_init_fn": seed_worker, "persistent_workers": True}
+    return options
+
+
 # --- Dataset statistics ----------------------------------------------------------------------
 
 def channel_statistics(dataset: Dataset, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:

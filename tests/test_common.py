@@ -448,3 +448,9 @@ def test_image_grid_is_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gray = plots.plot_image_grid(torch.rand(3, 1, 28, 28), ["a", "b", "c"], tmp_path / "gray.png")
     assert gray.stat().st_size > 1000
+
+
+def test_loader_options():
+    assert data.loader_options(0, "cpu") == {"num_workers": 0, "pin_memory": False}
+    options = data.loader_options(2, torch.device("cuda"))
+    assert options["pin_memory"] and options["persistent_workers"] and options["worker_init_fn"] is seed.seed_worker
