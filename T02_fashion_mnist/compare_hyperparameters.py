@@ -45,6 +45,7 @@ from common.seed import seed_everything
 from T02_fashion_mnist.fashion_mnist import (
     MODELS,
     LoadedData,
+    build_model,
     build_optimizer,
     build_scheduler,
     count_parameters,
@@ -103,7 +104,7 @@ def run_one(config: RunConfig, args: argparse.Namespace, loaded: LoadedData, dev
     generator = seed_everything(args.seed, args.deterministic)  # every run starts from the same weights
     train_loader, test_loader = make_loaders(loaded, config.batch_size, args.test_batch_size, device, generator,
                                              args.num_workers)
-    model = MODELS[args.model]().to(device)
+    model = build_model(args.model, device)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = build_optimizer(config.optimizer, model.parameters(), config.lr, args.momentum)
     scheduler = build_scheduler(config.scheduler, optimizer, args.step_size, args.gamma)

@@ -223,9 +223,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     test_set = data.load_dataset("cifar10", args.data_dir, train=False, transform=transform)
     if not args.classic_pipeline:
         # Transform every image once and keep the tensors in memory. With 4 images a batch the
-        # per-image PIL work would otherwise be a large part of every step. (If you add random
-        # augmentation such as RandomHorizontalFlip, use --classic-pipeline: it must run every epoch,
-        # and a copy made once would freeze one random version of each image.)
+        # per-image PIL work would otherwise be a large part of every step. (Random augmentation
+        # such as RandomHorizontalFlip must run afresh every epoch, so to_tensor_dataset refuses it:
+        # use --classic-pipeline with it.)
         train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
     loader_kwargs = data.loader_options(args.num_workers, device)  # workers, pinned memory on CUDA
     # Always shuffle the training set, never the test set (so the pictures show the same images every run).
