@@ -49,13 +49,7 @@ def cifar(cifar_root, monkeypatch) -> Path:
     return cifar_root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: at 4 images a batch a second thread gains nothing, and on a shared CPU it can stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def run(data_dir: Path, out_dir: Path, *flags: str) -> list[dict]:

@@ -34,13 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "T04_tensor_autograd_basics"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These scripts use tiny tensors: one thread is faster than two fighting over a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def headings(out: str) -> list[int]:
