@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
 
 
 def load_dataset(name: str, data_dir: Path | str | None, train: bool,
-                 transform=None, download: bool = True) -> Dataset:
+                 transform: Callable | None = None, download: bool = True) -> Dataset:
     """Load MNIST, FashionMNIST or CIFAR-10 through torchvision, downloading it if it is missing.
 
     A failed download or a damaged file becomes a UserError that says what to do.
@@ -222,7 +223,7 @@ def _vectorised_images(dataset: Dataset, chunk_size: int) -> torch.Tensor | None
     return out
 
 
-def loader_options(num_workers: int, device) -> dict:
+def loader_options(num_workers: int, device: torch.device | str) -> dict:
     """Keyword arguments for DataLoader that every lesson uses the same way.
 
     - pin_memory on CUDA: page-locked host memory makes copies to the GPU faster;

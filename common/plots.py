@@ -10,9 +10,15 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
+
+if TYPE_CHECKING:  # only for the type hints: keeps `import common.plots` light
+    import torch
+    from matplotlib.figure import Figure
 
 
 def use_backend(show: bool) -> bool:
@@ -62,7 +68,7 @@ def plot_curves(history: list[dict], path: Path, title: str = "", show: bool = F
     return save_figure(fig, path, show)
 
 
-def save_figure(fig, path: Path, show: bool = False) -> Path:
+def save_figure(fig: Figure, path: Path, show: bool = False) -> Path:
     """Save `fig` as a PNG; show it if asked (and possible), then close it."""
     import matplotlib.pyplot as plt
 
@@ -74,7 +80,8 @@ def save_figure(fig, path: Path, show: bool = False) -> Path:
     return path
 
 
-def confusion_matrix(targets, predictions, num_classes: int):
+def confusion_matrix(targets: Sequence[int] | torch.Tensor, predictions: Sequence[int] | torch.Tensor,
+                     num_classes: int) -> torch.Tensor:
     """Count matrix: row = true class, column = predicted class (a torch.long tensor)."""
     import torch
 
@@ -83,8 +90,8 @@ def confusion_matrix(targets, predictions, num_classes: int):
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def plot_image_grid(images, titles: list[str], path: Path, mean=None, std=None, columns: int = 8,
-                    show: bool = False) -> Path:
+def plot_image_grid(images: torch.Tensor, titles: list[str], path: Path, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None, columns: int = 8, show: bool = False) -> Path:
     """Save a grid of images (N x C x H x W tensor) with a title under each, undoing Normalize first.
 
     `mean`/`std` are the Normalize values (one per channel), so the pictures show real colours.
