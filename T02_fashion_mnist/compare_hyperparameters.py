@@ -219,18 +219,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     plots.use_backend(args.show)
     device = device_from_args(args)
-    out_dir = cli.make_run_dir(args.out_dir, "compare_hyperparameters")
+    loaded = load_data(args.dataset, args.data_dir, classic_pipeline=args.classic_pipeline)  # once, for every run
+    out_dir = cli.make_run_dir(args.out_dir, "compare_hyperparameters")  # only once the data is there
     log = get_logger("compare_hyperparameters", out_dir / "study.log")
     try:
-        return run_study(args, device, out_dir, log)
+        return run_study(args, device, loaded, out_dir, log)
     finally:
         close_logger(log)
 
 
-def run_study(args: argparse.Namespace, device: torch.device, out_dir: Path, log: logging.Logger) -> list[dict]:
-    """The body of main(): load the data once, train every planned run, write the results."""
+def run_study(args: argparse.Namespace, device: torch.device, loaded: LoadedData, out_dir: Path,
+              log: logging.Logger) -> list[dict]:
+    """The body of main(): train every planned run on the loaded data, write the results."""
     log.info(describe(device))
-    loaded = load_data(args.dataset, args.data_dir, classic_pipeline=args.classic_pipeline)
     plan = plan_runs(args)
     parameters = count_parameters(MODELS[args.model]())
     log.info(f"{len(plan)} runs of {args.model} ({parameters:,} parameters) on {args.dataset}, "

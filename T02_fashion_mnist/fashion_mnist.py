@@ -398,21 +398,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = device_from_args(args)
     if args.resume is not None:
         check_resume_arguments(args.resume, args)
+    loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
+    # The run folder is made only once the data is there, so a failed start leaves nothing behind.
     # A resumed run keeps writing into the folder its checkpoint came from.
     out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None),
                                f"{args.dataset}_{args.model}")
     log = get_logger("fashion_mnist", out_dir / "train.log")
     try:
-        return run(args, device, out_dir, log)
+        return run(args, device, loaded, out_dir, log)
     finally:
         close_logger(log)  # also on errors and Ctrl-C (Windows cannot delete an open log file)
 
 
-def run(args: argparse.Namespace, device: torch.device, out_dir: Path, log: logging.Logger) -> list[dict]:
-    """The body of main(): data, model, the epochs, then the figures."""
+def run(args: argparse.Namespace, device: torch.device, loaded: LoadedData, out_dir: Path,
+        log: logging.Logger) -> list[dict]:
+    """The body of main(): model, the epochs, then the figures."""
     loader_generator = seed_everything(args.seed, args.deterministic)
     log.info(describe(device))
-    loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
     log.info(f"{args.dataset}: {len(loaded.train_set):,} training and {len(loaded.test_set):,} test images, "
              f"normalised with mean {loaded.mean} and std {loaded.std}")
     train_loader, test_loader = make_loaders(loaded, args.batch_size, args.test_batch_size, device,

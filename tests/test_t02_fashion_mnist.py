@@ -337,6 +337,7 @@ def test_offline_without_data(tmp_path, capsys):
     for main in (fashion_mnist.main, compare_hyperparameters.main):
         err = user_error(["--data-dir", str(tmp_path / "empty"), "--out-dir", str(tmp_path / "run")], capsys, main)
         assert "FashionMNIST is not in" in err and "download failed" in err
+    assert not (tmp_path / "run").exists()  # a failed start leaves no run folder behind
 
 
 # --- the hyper-parameter study ----------------------------------------------------------------
