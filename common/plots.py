@@ -59,6 +59,8 @@ def plot_curves(history: list[dict], path: Path, title: str = "", show: bool = F
     ax_loss.legend()
     ax_acc.plot(epochs, [100 * row["test_accuracy"] for row in history], "s-", color="tab:green")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Test accuracy")
+    bottom, top = ax_acc.get_ylim()
+    ax_acc.set_ylim(bottom, min(top, 101))  # a flat line at 100% should not draw an axis up to 105%
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
