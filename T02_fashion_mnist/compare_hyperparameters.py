@@ -51,7 +51,6 @@ from T02_fashion_mnist.fashion_mnist import (
     count_parameters,
     load_data,
     make_loaders,
-    momentum_value,
     test,
     train,
 )
@@ -201,7 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the baseline's batch size (default: 64)")
     parser.add_argument("--adam-lr", type=cli.positive_float, default=0.001, metavar="LR",
                         help="Adam's learning rate in the optimizer study (default: 0.001)")
-    parser.add_argument("--momentum", type=momentum_value, default=0.9, metavar="M",
+    parser.add_argument("--momentum", type=cli.momentum, default=0.9, metavar="M",
                         help="SGD momentum, 0 <= M < 1 (default: 0.9)")
     parser.add_argument("--step-size", type=cli.positive_int, default=2, metavar="N",
                         help="StepLR: epochs between learning-rate drops (default: 2)")

@@ -305,17 +305,6 @@ def open_tensorboard(out_dir: Path, log: logging.Logger):
 
 # --- Command line -----------------------------------------------------------------------------
 
-def momentum_value(text: str) -> float:
-    """argparse type: a momentum from 0 (none) up to, but not including, 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, got {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line flags; defaults are the posts' set-up."""
     parser = cli.ArgumentParser(description="T02: FashionMNIST (or MNIST) with an MLP, a deeper MLP or a CNN.")
@@ -336,7 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sgd (with --momentum) or adam (default: sgd)")
     parser.add_argument("--lr", type=cli.positive_float, default=0.01, metavar="LR",
                         help="learning rate (default: 0.01; for adam try 0.001)")
-    parser.add_argument("--momentum", type=momentum_value, default=0.9, metavar="M",
+    parser.add_argument("--momentum", type=cli.momentum, default=0.9, metavar="M",
                         help="SGD momentum, 0 <= M < 1 (default: 0.9; ignored by adam)")
     parser.add_argument("--scheduler", choices=["none", "step"], default="none",
                         help="step: multiply the learning rate by --gamma every --step-size epochs (default: none)")

@@ -189,7 +189,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="number of epochs to train (default: 5)")
     parser.add_argument("--lr", type=cli.positive_float, default=0.001, metavar="LR",
                         help="learning rate (default: 0.001)")
-    parser.add_argument("--momentum", type=float, default=0.9, metavar="M",
+    parser.add_argument("--momentum", type=cli.momentum, default=0.9, metavar="M",
                         help="SGD momentum (default: 0.9; 0 turns it off)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train on one batch and test on one batch, to check that everything runs")
@@ -203,10 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="continue training from a checkpoint.pt written by an earlier run")
     add_device_arguments(parser)
     cli.add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    if not 0 <= args.momentum < 1:  # momentum 1 or more makes SGD's steps grow without bound
-        parser.error(f"argument --momentum: must be at least 0 and less than 1, got {args.momentum}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -56,6 +56,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def momentum(text: str) -> float:
+    """argparse type: an SGD momentum, from 0 (none) up to but not including 1 (which never forgets)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:  # momentum 1 or more makes SGD's steps grow without bound
+        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, got {text}")
+    return value
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every training script shares: seed, data and output folders, plots, data pipeline."""
     group = parser.add_argument_group("run")

@@ -110,6 +110,13 @@ def test_positive_float_rejects(text):
         cli.positive_float(text)
 
 
+@pytest.mark.parametrize("text", ["1", "1.5", "-0.1", "fast"])
+def test_momentum_rejects(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.momentum(text)
+    assert cli.momentum("0") == 0.0 and cli.momentum("0.9") == 0.9
+
+
 def test_bad_flag_is_one_line_and_exit_2(capsys):
     parser = cli.ArgumentParser(prog="demo")
     parser.add_argument("--epochs", type=cli.positive_int, default=1)

@@ -229,7 +229,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(cifar, tmp_path, monkeypatch):
     (["--lr", "0"], "--lr: must be a finite number greater than 0"),
     (["--momentum", "1"], "--momentum: must be at least 0 and less than 1"),
     (["--momentum", "-0.1"], "--momentum: must be at least 0 and less than 1"),
-    (["--momentum", "fast"], "--momentum: invalid float value"),
+    (["--momentum", "fast"], "--momentum: expected a number"),
     (["--log-interval", "0"], "--log-interval: must be greater than 0"),
     (["--num-images", "0"], "--num-images: must be greater than 0"),
     (["--optimizer", "adam"], "unrecognized arguments: --optimizer adam"),
