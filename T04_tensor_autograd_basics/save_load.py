@@ -153,7 +153,7 @@ def checkpoint_section(device: torch.device, out_dir: Path, seed: int) -> dict:
     resumed_model = TinyNet().to(device)
     resumed_optimizer = torch.optim.Adam(resumed_model.parameters(), lr=LEARNING_RATE)
     resumed_loader, resumed_generator = make_loader(seed)  # its shuffling starts over; the checkpoint restores it
-    state = load_checkpoint(path, resumed_model, resumed_optimizer, generator=resumed_generator, map_location=device)
+    state = load_checkpoint(path, resumed_model, resumed_optimizer, generator=resumed_generator)
     resumed = train_epochs(resumed_model, resumed_optimizer, resumed_loader, device, EPOCHS_AFTER_SAVE)
     first = state["epoch"] + 1
     for epoch, a, b in zip(range(first, first + EPOCHS_AFTER_SAVE), straight, resumed):
@@ -166,7 +166,7 @@ def checkpoint_section(device: torch.device, out_dir: Path, seed: int) -> dict:
     weights_only_model = TinyNet().to(device)
     fresh_optimizer = torch.optim.Adam(weights_only_model.parameters(), lr=LEARNING_RATE)
     other_loader, other_generator = make_loader(seed)
-    load_checkpoint(path, weights_only_model, optimizer=None, generator=other_generator, map_location=device)
+    load_checkpoint(path, weights_only_model, optimizer=None, generator=other_generator)
     without_optimizer = train_epochs(weights_only_model, fresh_optimizer, other_loader, device, EPOCHS_AFTER_SAVE)
     print(f"  without the optimizer's state, epoch {first}'s loss is {without_optimizer[0]:.6f} instead")
     check(not same(torch.tensor(straight), torch.tensor(without_optimizer), device),

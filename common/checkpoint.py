@@ -8,6 +8,7 @@ Two kinds of file:
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
@@ -24,18 +25,53 @@ def atomic_save(obj: Any, path: Path | str) -> Path:
     """torch.save to a temporary file in the same folder, then rename it over `path`.
 
     A crash or Ctrl-C halfway through leaves the previous file intact, never a torn one.
+    A full disk or a folder you may not write to becomes a one-line UserError.
     """
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically, like atomic_save: the old file or the new one, never half."""
+    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _atomic_write(path: Path | str, write: Any) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name ends in .tmp; a run that finds one left by a killed process removes it.
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) or _is_disk_full(err):
+            raise UserError(_write_failure(path, err)) from None
         raise
     return path
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """torch.save reports a full disk as a RuntimeError ("unexpected pos ...") rather than an OSError."""
+    return isinstance(err, RuntimeError) and "unexpected pos" in str(err)
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    """One line saying why `path` could not be written, and that the previous file is untouched."""
+    code = getattr(err, "errno", None)
+    if code == errno.ENOSPC or _is_disk_full(err):
+        reason = "no space left on the device"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "permission denied (or a read-only folder)"
+    else:
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:160]
+    kept = " (the previous version of it is intact)" if path.exists() else ""
+    return f"could not write {path}: {reason}{kept}"
 
 
 def safe_load(path: Path | str, map_location: Any = "cpu") -> Any:
@@ -75,16 +111,14 @@ def save_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.O
 
 
 def load_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None, generator: torch.Generator | None = None,
-                    map_location: Any = "cpu") -> dict:
-    """Restore a full checkpoint into `model` (and optimizer, scheduler, RNG state); return its dict."""
-    state = safe_load(path, map_location)
-    if not isinstance(state, dict) or "model_state_dict" not in state:
-        raise UserError(f"{path} is not a full training checkpoint (it may be a plain state dict; "
-                        "those hold weights only and cannot resume training)")
-    saved = state.get("model_class")
-    if saved and saved != type(model).__name__:
-        raise UserError(f"{path} holds a {saved} model, not a {type(model).__name__}")
+                    scheduler: Any = None, generator: torch.Generator | None = None) -> dict:
+    """Restore a full checkpoint into `model` (and optimizer, scheduler, RNG state); return its dict.
+
+    The file is always read onto the CPU first: the random-number states must stay CPU tensors
+    (`torch.set_rng_state` rejects a CUDA one). `load_state_dict` then copies the weights to
+    wherever `model` lives, and the optimizer moves its state next to its parameters.
+    """
+    state = read_checkpoint(path, type(model).__name__)
     load_weights(model, state["model_state_dict"], path)
     if optimizer is not None and state.get("optimizer_state_dict"):
         optimizer.load_state_dict(state["optimizer_state_dict"])
@@ -97,6 +131,18 @@ def load_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.O
         torch.cuda.set_rng_state_all(rng["cuda"])
     if generator is not None and rng.get("loader") is not None:
         generator.set_state(rng["loader"])
+    return state
+
+
+def read_checkpoint(path: Path | str, model_class: str | None = None) -> dict:
+    """Read a full training checkpoint onto the CPU, checking it is one (and of `model_class`, if given)."""
+    state = safe_load(path, map_location="cpu")
+    if not isinstance(state, dict) or "model_state_dict" not in state:
+        raise UserError(f"{path} is not a full training checkpoint (it may be a plain state dict; "
+                        "those hold weights only and cannot resume training)")
+    saved = state.get("model_class")
+    if model_class and saved and saved != model_class:
+        raise UserError(f"{path} holds a {saved} model, not a {model_class}")
     return state
 
 

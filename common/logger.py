@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -39,3 +42,44 @@ def close_logger(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+
+
+class _Tee:
+    """A stand-in for sys.stdout or sys.stderr that also copies every line, time-stamped, to a log file."""
+
+    def __init__(self, console, log_file) -> None:
+        self.console, self.log_file = console, log_file
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        self.console.write(text)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S ")
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start and piece.strip():
+                self.log_file.write(stamp)
+            self.log_file.write(piece)
+            self.at_line_start = piece.endswith("\n")
+        self.log_file.flush()  # a run killed at any moment keeps its log up to that line
+        return len(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+
+    def __getattr__(self, name: str):  # encoding, isatty(), fileno() ...: those of the console
+        return getattr(self.console, name)
+
+
+@contextlib.contextmanager
+def tee_output(log_file: Path) -> Iterator[None]:
+    """Inside the `with` block, everything printed (stdout and stderr) also goes to `log_file`.
+
+    So a lesson's train() and test() can simply print(), and still fill the run's train.log.
+    The file is appended to, so a resumed run continues its log.
+    """
+    with open(log_file, "a", encoding="utf-8") as f:
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, f), _Tee(sys.stderr, f)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved

@@ -7,7 +7,9 @@ only when there is a display, so the scripts also run over SSH, in CI and in Doc
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -35,16 +37,27 @@ def use_backend(show: bool) -> bool:
 
 
 def write_metrics(history: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    """Write the per-epoch metrics as metrics.json and metrics.csv; return both paths."""
+    """Write the per-epoch metrics as metrics.json and metrics.csv, each atomically; return both paths.
+
+    The JSON is strict: a NaN or infinity (which plain json.dumps writes as the non-standard
+    token NaN) is written as null, so every JSON reader accepts the file.
+    """
+    from common.checkpoint import atomic_write_text
+
     out_dir = Path(out_dir)
-    json_path, csv_path = out_dir / "metrics.json", out_dir / "metrics.csv"
-    json_path.write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
+    rows = [{key: _finite_or_none(value) for key, value in row.items()} for row in history]
+    json_path = atomic_write_text(out_dir / "metrics.json", json.dumps(rows, indent=2, allow_nan=False) + "\n")
     columns = list(dict.fromkeys(key for row in history for key in row))  # every key, first-seen order
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    csv_path = atomic_write_text(out_dir / "metrics.csv", text.getvalue())
     return json_path, csv_path
+
+
+def _finite_or_none(value: object) -> object:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "", show: bool = False) -> Path:
