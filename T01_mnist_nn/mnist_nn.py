@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
-
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
@@ -28,11 +26,17 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from common import cli, data, plots
-from common.checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from common.device import add_device_arguments, describe, device_from_args
-from common.logger import close_logger, get_logger
-from common.seed import seed_everything
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+try:
+    from common import cli, data
+    from common.device import add_device_arguments, device_from_args
+    from common.lifecycle import TrainingRun
+    from common.seed import seed_everything
+except ModuleNotFoundError as err:
+    if not (err.name or "").startswith("common"):
+        raise
+    sys.exit("error: this script needs the repository's common/ folder (clone the whole repository). "
+             "SimpleNN, train() and test() alone copy out without it.")
 
 # Mean and standard deviation of the MNIST training pixels (get_mnist_statistics.py prints them).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -56,9 +60,10 @@ class SimpleNN(nn.Module):
         return F.log_softmax(x, dim=1)
 
 
-def train(args: argparse.Namespace, model: nn.Module, device: torch.device, train_loader: DataLoader,
-          optimizer: optim.Optimizer, epoch: int, log) -> dict:
-    """Train for one epoch; return the average training loss and the number of images seen."""
+def train(model: nn.Module, device: torch.device, train_loader: DataLoader, optimizer: optim.Optimizer,
+          epoch: int, log_interval: int = 10, dry_run: bool = False) -> dict:
+    """Train for one epoch; return the average training loss, the number of images seen and the time taken."""
+    started = time.perf_counter()
     model.train()  # training mode (matters for dropout and batch norm; a good habit everywhere)
     total = len(train_loader.dataset)
     loss_sum = torch.zeros((), device=device)  # a tensor, so the GPU never waits for .item() each batch
@@ -67,21 +72,21 @@ def train(args: argparse.Namespace, model: nn.Module, device: torch.device, trai
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         optimizer.zero_grad()  # gradients add up across backward() calls: clear the last batch's
         output = model(images)
-        loss = F.nll_loss(output, targets)
+        loss = F.nll_loss(output, targets)  # the batch's average loss
         loss.backward()  # compute d(loss)/d(weight) for every weight
         optimizer.step()  # move each weight a little against its gradient
-        loss_sum += loss.detach() * len(images)
+        loss_sum += loss.detach() * len(images)  # detach: keep the number, not the graph behind it
         seen += len(images)
-        if (batch_idx + 1) % args.log_interval == 0 or seen == total or args.dry_run:
-            log.info(f"Train Epoch: {epoch} [{seen}/{total} ({100.0 * seen / total:.0f}%)]\t"
-                     f"Loss: {loss.item():.6f}")
-        if args.dry_run:
-            log.info("Dry run: stopping after one batch of training.")
+        if (batch_idx + 1) % log_interval == 0 or seen == total or dry_run:
+            print(f"Train Epoch: {epoch} [{seen}/{total} ({100.0 * seen / total:.0f}%)]\tLoss: {loss.item():.6f}")
+        if dry_run:
+            print("Dry run: stopping after one batch of training.")
             break
-    return {"train_loss": loss_sum.item() / seen, "train_images": seen}
+    return {"train_loss": loss_sum.item() / seen, "train_images": seen,
+            "train_seconds": time.perf_counter() - started}
 
 
-def test(model: nn.Module, device: torch.device, test_loader: DataLoader, log, dry_run: bool = False) -> dict:
+def test(model: nn.Module, device: torch.device, test_loader: DataLoader, dry_run: bool = False) -> dict:
     """Evaluate on the test set; return average loss, accuracy and counts."""
     model.eval()  # evaluation mode: dropout off, batch norm uses its running statistics
     test_loss, correct, seen = 0.0, 0, 0
@@ -89,18 +94,18 @@ def test(model: nn.Module, device: torch.device, test_loader: DataLoader, log, d
         for images, targets in test_loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             output = model(images)
-            test_loss += F.nll_loss(output, targets, reduction="sum").item()  # sum; divided below
+            # Sum the losses (not the batch mean), then divide once by the number of images: the
+            # average is then right even when the last batch is smaller than the others.
+            test_loss += F.nll_loss(output, targets, reduction="sum").item()
             predicted = output.argmax(dim=1)  # the class with the highest log-probability
             correct += (predicted == targets).sum().item()
             seen += len(targets)
             if dry_run:
-                log.info("Dry run: testing on one batch only.")
+                print("Dry run: testing on one batch only.")
                 break
     test_loss /= seen
-    log.info(f"\nTest set: Average loss: {test_loss:.4f}, "
-             f"Accuracy: {correct}/{seen} ({100.0 * correct / seen:.0f}%)\n")
-    return {"test_loss": test_loss, "test_accuracy": correct / seen, "test_correct": correct,
-            "test_images": seen}
+    print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{seen} ({100.0 * correct / seen:.0f}%)\n")
+    return {"test_loss": test_loss, "test_accuracy": correct / seen, "test_correct": correct, "test_images": seen}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,8 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how many batches to wait before logging training status (default: 10)")
     parser.add_argument("--save-model", action="store_true",
                         help="save the trained weights (state dict) as mnist_simple_nn.pt in the run folder")
-    parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
-                        help="continue training from a checkpoint.pt written by an earlier run")
+    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
+                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
+                             "(--batch-size, --lr and --gamma must be the same; --epochs may grow)")
     add_device_arguments(parser)
     cli.add_run_arguments(parser)
     return parser.parse_args(argv)
@@ -131,13 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    plots.use_backend(args.show)
     device = device_from_args(args)
     loader_generator = seed_everything(args.seed, args.deterministic)
-    if args.resume is not None and not args.resume.is_file():
-        raise cli.UserError(f"--resume: checkpoint {args.resume} does not exist")
 
-    # Data: ToTensor turns pixels 0..255 into 0..1; Normalize centres them (mean 0, std 1).
+    # 1. Data. ToTensor turns pixels 0..255 into 0..1; Normalize centres them (mean 0, std 1).
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
     train_set = data.load_dataset("mnist", args.data_dir, train=True, transform=transform)
     test_set = data.load_dataset("mnist", args.data_dir, train=False, transform=transform)
@@ -151,61 +154,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
                               generator=loader_generator, **loader_kwargs)
     test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False, **loader_kwargs)
 
-    # The run folder is made only once the data is there, so a failed start leaves nothing behind.
-    # A resumed run keeps writing into the folder its checkpoint came from.
-    out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None), "mnist_nn")
-    log = get_logger("mnist_nn", out_dir / "train.log")
-    log.info(describe(device))
-
+    # 2. Model, optimizer and learning-rate schedule. (The loss, nll_loss, is in train() and test().)
     model = SimpleNN().to(device)
     optimizer = optim.Adadelta(model.parameters(), lr=args.lr)
     scheduler = StepLR(optimizer, step_size=1, gamma=args.gamma)  # lr *= gamma after every epoch
 
-    history: list[dict] = []
-    start_epoch = 1
-    if args.resume is not None:
-        state = load_checkpoint(args.resume, model, optimizer, scheduler, loader_generator, map_location=device)
-        history, start_epoch = list(state["metrics"]), state["epoch"] + 1
-        if start_epoch > args.epochs:
-            raise cli.UserError(f"{args.resume} has already trained {state['epoch']} epoch(s); "
-                                f"pass --epochs larger than that to train further")
-        log.info(f"Resuming from {args.resume} after epoch {state['epoch']}")
-
-    checkpoint_path = out_dir / "checkpoint.pt"
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, args.epochs + 1):
-            started = time.perf_counter()
-            train_metrics = train(args, model, device, train_loader, optimizer, epoch, log)
-            train_seconds = time.perf_counter() - started
-            test_metrics = test(model, device, test_loader, log, args.dry_run)
-            seconds = time.perf_counter() - started
-            scheduler.step()
-            images_per_second = train_metrics["train_images"] / train_seconds
-            history.append({"epoch": epoch, **train_metrics, **test_metrics, "seconds": round(seconds, 3),
-                            "train_images_per_second": round(images_per_second, 1)})
-            log.info(f"Epoch {epoch} took {seconds:.1f} s (training: {images_per_second:,.0f} images/s)")
-            # Saved every epoch, atomically: a crash can cost at most the epoch in progress.
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, vars(args),
-                            loader_generator)
-            if args.dry_run:
-                break
-    except KeyboardInterrupt:
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch - 1, history, vars(args),
-                        loader_generator)
-        log.info(f"\nInterrupted during epoch {epoch}. Saved {checkpoint_path}; "
-                 f"continue with: --resume {checkpoint_path}")
-        close_logger(log)
-        raise
-
-    plots.write_metrics(history, out_dir)
-    plots.plot_curves(history, out_dir / "curves.png", title="SimpleNN on MNIST", show=args.show)
-    if args.save_model:
-        atomic_save(model.state_dict(), out_dir / "mnist_simple_nn.pt")
-    log.info(f"Run folder: {out_dir} (metrics.json, metrics.csv, curves.png, checkpoint.pt"
-             f"{', mnist_simple_nn.pt' if args.save_model else ''}, train.log)")
-    close_logger(log)
-    return history
+    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
+    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
+    with TrainingRun(__file__, args, model, optimizer, scheduler, loader_generator,
+                     must_match=("batch_size", "lr", "gamma")) as run:
+        for epoch in run.epochs():
+            train_metrics = train(model, device, train_loader, optimizer, epoch, args.log_interval, args.dry_run)
+            test_metrics = test(model, device, test_loader, args.dry_run)
+            scheduler.step()  # once per epoch, after that epoch's optimizer steps
+            run.end_epoch(train_metrics, test_metrics)
+        run.save_curves("SimpleNN on MNIST")
+        if args.save_model:
+            run.save_weights("mnist_simple_nn.pt")
+    return run.history
 
 
 if __name__ == "__main__":

@@ -22,37 +22,64 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001 (argparse's own signature)
+        """Parse as argparse does, and keep the words given as `command_line` (for the resume hint)."""
+        parsed = super().parse_args(args, namespace)
+        parsed.command_line = list(sys.argv[1:] if args is None else args)
+        return parsed
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer greater than zero."""
+
+# Limits past which PyTorch itself fails with a confusing error far from the flag that caused it.
+INT32_MAX = 2**31 - 1  # DataLoader and friends keep sizes and counts in C ints
+SEED_MAX = 2**64 - 1  # torch.manual_seed takes an unsigned 64-bit number
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: a bigger learning rate becomes inf in the model
+
+
+def _whole_number(text: str) -> int:
+    """`text` as an int, or the argparse error every integer flag gives."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer greater than zero (and small enough for a C int)."""
+    value = _whole_number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    if value > INT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {INT32_MAX}, got {value}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer that is zero or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    """argparse type: an integer that is zero or more (and small enough for a C int)."""
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value > INT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {INT32_MAX}, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed, a whole number from 0 to 2**64 - 1 (what torch.manual_seed takes)."""
+    value = _whole_number(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_MAX} (2**64 - 1), got {value}")
     return value
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite number greater than zero."""
+    """argparse type: a number greater than zero that a float32 can hold (so not inf, nor above 3.4e38)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
+    if not value > 0 or value > FLOAT32_MAX:  # `not value > 0` also catches nan
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number greater than 0 and at most about 3.4e38 (the largest float32), got {text}")
     return value
 
 
@@ -70,7 +97,7 @@ def momentum(text: str) -> float:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every training script shares: seed, data and output folders, plots, data pipeline."""
     group = parser.add_argument_group("run")
-    group.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    group.add_argument("--seed", type=seed, default=1, help="random seed (default: 1)")
     group.add_argument("--deterministic", action="store_true",
                        help="use deterministic algorithms only (slower on GPU, same numbers every run)")
     group.add_argument("--data-dir", type=Path, default=None,
@@ -112,3 +139,11 @@ def run_main(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         sys.exit(130)
+
+
+def existing_file(text: str) -> Path:
+    """argparse type: the path of a file that exists (checked before any data is loaded)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"checkpoint {text} does not exist")
+    return path

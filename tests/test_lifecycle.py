@@ -175,6 +175,7 @@ def test_resume_refuses_another_models_checkpoint_without_touching_its_folder(tm
     assert (tmp_path / "train.log").read_text() == "the other run's log\n"
 
 
+@pytest.mark.filterwarnings("ignore:.*meta parameter")  # copying into meta tensors does nothing: expected here
 def test_resume_loads_on_the_cpu_then_moves_state_to_the_models_device(tmp_path):
     """Stands in for resuming on a GPU, which this machine does not have.
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch
 from common import cli, synthetic
 from common.checkpoint import safe_load
 from T01_mnist_nn import get_mnist_statistics, mnist_nn
+from tests.lesson_tools import RecordingSGD, expected_gradients, extract_definitions, record_modes, run_copied_code
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "T01_mnist_nn" / "mnist_nn.py"
@@ -114,24 +117,143 @@ def test_resume_continues_and_matches_an_uninterrupted_run(mnist_root, tmp_path,
     assert all(torch.equal(weights_straight[k], weights_resumed[k]) for k in weights_straight)
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes(mnist_root, tmp_path, monkeypatch):
+def test_ctrl_c_mid_epoch_then_the_printed_command_equals_an_uninterrupted_run(mnist_root, tmp_path, monkeypatch,
+                                                                              capsys):
+    flags = ["--epochs", "3", "--lr", "0.8", "--gamma", "0.5", "--batch-size", "50", "--log-interval", "100"]
+    straight = run(mnist_root, tmp_path / "straight", *flags)
     real_step, calls = torch.optim.Adadelta.step, {"n": 0}
 
     def step_then_interrupt(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 32 + 5:  # 32 batches make an epoch here: stop 5 batches into epoch 2
+        if calls["n"] == 40 + 7:  # 40 batches make an epoch here: Ctrl-C 7 batches into epoch 2
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adadelta, "step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run(mnist_root, tmp_path, "--epochs", "3")
+        run(mnist_root, tmp_path / "split", *flags)
     monkeypatch.undo()
-    state = safe_load(tmp_path / "checkpoint.pt")
-    assert state["epoch"] == 1 and len(state["metrics"]) == 1
-    history = mnist_nn.main(["--data-dir", str(mnist_root), "--no-accel", "--epochs", "2",
-                             "--resume", str(tmp_path / "checkpoint.pt")])
-    assert [row["epoch"] for row in history] == [1, 2]
+    out = capsys.readouterr().out
+    assert safe_load(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1  # the last finished epoch, untouched
+    command = shlex.split(out.split("continue with:\n")[1].splitlines()[0])
+    assert command[:2] == ["python", os.path.relpath(SCRIPT)]
+    resumed = mnist_nn.main(command[2:])  # the command exactly as printed
+    assert without_timing(resumed) == without_timing(straight)
+    assert [row["lr"] for row in resumed] == [0.8, 0.4, 0.2]  # StepLR once per epoch: lr x gamma each time
+    weights = safe_load(tmp_path / "split" / "checkpoint.pt")["model_state_dict"]
+    expected = safe_load(tmp_path / "straight" / "checkpoint.pt")["model_state_dict"]
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)  # bit for bit
+
+
+def test_resume_with_other_settings_names_each(mnist_root, tmp_path, capsys):
+    run(mnist_root, tmp_path, "--epochs", "1")
+    capsys.readouterr()
+    err = user_error(["--data-dir", str(mnist_root), "--epochs", "2", "--lr", "0.5", "--gamma", "0.9",
+                      "--batch-size", "32", "--resume", str(tmp_path / "checkpoint.pt")], capsys)
+    for words in ("--lr 1.0 (this run: 0.5)", "--gamma 0.7 (this run: 0.9)", "--batch-size 64 (this run: 32)"):
+        assert words in err
+
+
+def test_diverging_run_stops_and_saves_no_weights(mnist_root, tmp_path, capsys):
+    err = user_error(["--data-dir", str(mnist_root), "--out-dir", str(tmp_path / "run"), "--no-accel",
+                      "--lr", "3e38", "--epochs", "2", "--save-model"], capsys)
+    assert "training diverged in epoch 1" in err and "learning rate 3e+38" in err and "smaller --lr" in err
+    assert not (tmp_path / "run").exists()  # no NaN weights, no checkpoint, no half-made folder
+
+
+# --- the lesson itself: mistakes a beginner makes must turn these red ---------------------------
+
+def small_loader(count: int = 96, batch_size: int = 32) -> torch.utils.data.DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    images, targets = torch.randn(count, 1, 28, 28, generator=generator), torch.randint(0, 10, (count,))
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=batch_size)
+
+
+def test_every_step_uses_this_batchs_gradient_alone(capsys):
+    """Catches a missing optimizer.zero_grad() (gradients pile up) and a loss that is not the batch mean."""
+    torch.manual_seed(0)
+    model, loader = mnist_nn.SimpleNN(), small_loader()
+    optimizer = RecordingSGD(model.parameters())
+    mnist_nn.train(model, torch.device("cpu"), loader, optimizer, epoch=1, log_interval=100)
+    expected = expected_gradients(model, torch.nn.functional.nll_loss, loader)
+    assert len(optimizer.gradients) == len(expected) == 3
+    for got, want in zip(optimizer.gradients, expected):
+        assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+
+
+def test_train_runs_in_training_mode_and_test_in_eval_mode(capsys):
+    model, loader = mnist_nn.SimpleNN(), small_loader()
+    modes = record_modes(model)
+    model.eval()  # left in the wrong mode on purpose: train() must switch
+    mnist_nn.train(model, torch.device("cpu"), loader, torch.optim.Adadelta(model.parameters()), epoch=1)
+    assert modes == [True, True, True]
+    modes.clear()
+    mnist_nn.test(model, torch.device("cpu"), loader)
+    assert modes == [False, False, False]
+
+
+def test_test_loss_is_the_mean_over_every_image_with_a_partial_last_batch(capsys):
+    torch.manual_seed(0)
+    model, loader = mnist_nn.SimpleNN(), small_loader(count=90, batch_size=40)  # batches of 40, 40, 10
+    metrics = mnist_nn.test(model, torch.device("cpu"), loader)
+    images, targets = loader.dataset.tensors
+    with torch.no_grad():
+        output = model(images)
+    assert metrics["test_loss"] == pytest.approx(torch.nn.functional.nll_loss(output, targets).item(), rel=1e-5)
+    assert metrics["test_correct"] == (output.argmax(1) == targets).sum().item() and metrics["test_images"] == 90
+
+
+def test_training_set_is_shuffled_every_epoch_and_test_set_never(mnist_root, tmp_path, monkeypatch):
+    """Catches the blog's bug: shuffle=True only in the CUDA options (never shuffled on a CPU)."""
+    seen = {"train": [], "test": []}
+    real_train, real_test = mnist_nn.train, mnist_nn.test
+
+    def spy_train(model, device, loader, *args, **kwargs):
+        seen["train"].append(next(iter(loader))[1][:20].tolist())  # the first labels this epoch would see
+        return real_train(model, device, loader, *args, **kwargs)
+
+    def spy_test(model, device, loader, *args, **kwargs):
+        seen["test"].append([int(t) for t in next(iter(loader))[1][:20]])
+        return real_test(model, device, loader, *args, **kwargs)
+
+    monkeypatch.setattr(mnist_nn, "train", spy_train)
+    monkeypatch.setattr(mnist_nn, "test", spy_test)
+    run(mnist_root, tmp_path, "--epochs", "2", "--log-interval", "100")
+    raw = np.frombuffer((mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").read_bytes(), np.uint8, offset=8)
+    assert seen["test"][0] == seen["test"][1] == raw[:20].tolist()  # the file's own order, every time
+    train_raw = np.frombuffer((mnist_root / "MNIST" / "raw" / "train-labels-idx1-ubyte").read_bytes(), np.uint8,
+                              offset=8)
+    assert seen["train"][0] != train_raw[:20].tolist() and seen["train"][0] != seen["train"][1]
+
+
+def test_model_train_and_test_copy_out_alone(tmp_path):
+    code = extract_definitions(SCRIPT, ["SimpleNN", "train", "test"]) + textwrap.dedent("""
+        torch.manual_seed(0)
+        images = torch.randn(256, 1, 28, 28)
+        targets = (images.mean(dim=(1, 2, 3)) > 0).long()  # a rule the network can learn
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=32,
+                                             shuffle=True)
+        model = SimpleNN()
+        optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+        for epoch in (1, 2, 3):
+            train_metrics = train(model, torch.device("cpu"), loader, optimizer, epoch, log_interval=4)
+        test_metrics = test(model, torch.device("cpu"), loader)
+        assert test_metrics["test_accuracy"] > 0.8, test_metrics
+        print("copied code OK")
+    """)
+    result = run_copied_code(code, tmp_path / "elsewhere")
+    assert result.returncode == 0, result.stderr
+    assert "copied code OK" in result.stdout and "Train Epoch: 3 [256/256 (100%)]" in result.stdout
+
+
+def test_a_copied_script_without_common_stops_with_one_line(tmp_path):
+    copy = tmp_path / "mnist_nn.py"
+    copy.write_text(SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
+    code = "import runpy, sys\nsys.modules['common'] = None\nrunpy.run_path('mnist_nn.py', run_name='__main__')\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "needs the repository's common/ folder" in result.stderr
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -167,8 +289,12 @@ def test_unknown_device(mnist_root, tmp_path, capsys):
 
 
 def test_missing_resume_file(tmp_path, capsys):
-    err = user_error(["--resume", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path)], capsys)
-    assert "does not exist" in err
+    with pytest.raises(SystemExit) as exit_info:
+        mnist_nn.main(["--resume", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "--resume: checkpoint" in err and "nope.pt does not exist" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_from_another_model(mnist_root, tmp_path, capsys):
@@ -214,7 +340,7 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     result = script(str(SCRIPT), "--resume", str(tmp_path / "missing.pt"), cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: --resume") and "Traceback" not in result.stderr
+    assert "--resume: checkpoint" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, which Windows delivers differently")
