@@ -10,13 +10,19 @@ torchvision lays it out, so files a reader already downloaded are found:
 
 from __future__ import annotations
 
+import errno
 import gzip
+import math
 import os
+import pickle
 import shutil
+import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import datasets, transforms
@@ -76,14 +82,15 @@ def load_dataset(name: str, data_dir: Path | str | None, train: bool,
     root = resolve_data_dir(data_dir)
     folder = root / info.folder
 
-    if name == "cifar10":
-        present = all((folder / f).is_file() for f, _ in info.cls.train_list + info.cls.test_list)
-    else:
-        _gunzip_idx_files(folder)  # a reader may have dropped the .gz files in by hand
-        present = all((folder / f).is_file() for f in MNIST_FILES)
-        if present:
-            for f in MNIST_FILES:
-                _check_idx_file(folder / f)
+    try:
+        _check_folder_readable(folder)
+        if name == "cifar10":
+            present = all((folder / f).is_file() for f, _ in info.cls.train_list + info.cls.test_list)
+        else:
+            _gunzip_idx_files(folder)  # a reader may have dropped the .gz files in by hand
+            present = all((folder / f).is_file() for f in MNIST_FILES)
+    except PermissionError as err:
+        raise UserError(_cannot_read(err, folder)) from None
 
     if not present:
         if not download:
@@ -96,9 +103,32 @@ def load_dataset(name: str, data_dir: Path | str | None, train: bool,
                             f"{_how_to_get(name, root)}") from None
 
     try:
-        return info.cls(str(root), train=train, transform=transform, download=False)
+        if name != "cifar10":
+            _check_mnist_files(folder)  # bad labels would otherwise crash training, not loading
+        dataset = info.cls(str(root), train=train, transform=transform, download=False)
+    except UserError:
+        raise
+    except PermissionError as err:
+        raise UserError(_cannot_read(err, folder)) from None
+    except ValueError as err:
+        # For CIFAR-10, numpy's reshape fails after torchvision has read every batch; find the bad one.
+        problem = _cifar_batch_problem(folder, train) if name == "cifar10" else None
+        raise UserError(problem or _damaged_message(name, root, err)) from None
     except Exception as err:
         raise UserError(_damaged_message(name, root, err)) from None
+    if name == "cifar10":
+        _check_cifar_labels(dataset, folder, train)
+    return dataset
+
+
+def _check_folder_readable(folder: Path) -> None:
+    """List `folder` (if it exists) so an unreadable one fails here, not as "dataset missing" later."""
+    if folder.is_dir():
+        os.listdir(folder)  # raises PermissionError when we may not read it
+
+
+def _cannot_read(err: PermissionError, folder: Path) -> str:
+    return f"cannot read {err.filename or folder}: permission denied"
 
 
 def _how_to_get(name: str, root: Path) -> str:
@@ -130,25 +160,67 @@ def _last_line(err: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+# A killed process can leave its half-written `<name>.<pid>.partial` behind. We remove such files once
+# they are an hour old rather than checking whether their pid is still alive: a pid says nothing about a
+# process on another machine sharing the folder, and a live unpack (a second at most) never gets that old.
+STALE_PARTIAL_SECONDS = 3600
+
+
 def _gunzip_idx_files(folder: Path) -> None:
-    """Unpack train-images-idx3-ubyte.gz and friends next to themselves, once, if only the .gz is there."""
+    """Unpack train-images-idx3-ubyte.gz and friends next to themselves, once, if only the .gz is there.
+
+    Several processes may unpack the same folder at once (two lessons started together): each writes
+    its own temporary file and renames it into place, so none ever sees or clobbers a half-written file.
+    """
+    if not folder.is_dir():
+        return
+    _remove_stale_partials(folder)
     for name in MNIST_FILES:
         plain, packed = folder / name, folder / (name + ".gz")
         if plain.exists() or not packed.exists():
             continue
-        partial = plain.with_name(plain.name + ".partial")
-        try:
-            with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-            partial.unlink(missing_ok=True)
-            raise UserError(f"{packed} is not a valid gzip file ({_last_line(err)}). "
-                            "Delete it and run again to download it afresh.") from None
-        os.replace(partial, plain)  # only a complete file ever gets the real name
+        partial = folder / f"{name}.{os.getpid()}.partial"  # one name per process: no two share it
+        with gzip.open(packed, "rb") as src:  # a PermissionError here is reported by load_dataset
+            try:
+                with open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.replace(partial, plain)  # atomic: only a complete file ever gets the real name
+            except (OSError, EOFError, zlib.error) as err:
+                partial.unlink(missing_ok=True)  # never leave a half-written file behind
+                if plain.exists():
+                    continue  # another process finished the same file first: use theirs
+                raise UserError(_unpack_error(err, packed, plain)) from None
 
 
-def _check_idx_file(path: Path) -> None:
-    """Raise a UserError naming `path` if its size does not match what its IDX header promises."""
+def _unpack_error(err: Exception, packed: Path, plain: Path) -> str:
+    """One line that says why unpacking `packed` into `plain` failed."""
+    code = getattr(err, "errno", None)
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):  # EDQUOT: over the disk quota
+        return f"no space left on the device while writing {plain}: free some space and run again"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = (err.strerror or os.strerror(code)).lower()
+        return (f"cannot write {plain}: {reason}. Make {plain.parent} writable, "
+                f"or unpack {packed.name} there yourself")
+    if code is not None:  # some other error of the disk or file system
+        return f"cannot unpack {packed} into {plain}: {err.strerror or err}"
+    # gzip.BadGzipFile (no errno), EOFError or zlib.error: the .gz itself is damaged
+    return f"{packed} is not a valid gzip file ({_last_line(err)}). Delete it and run again to download it afresh."
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Delete temporary `*.partial` files that a killed unpack left behind (see STALE_PARTIAL_SECONDS)."""
+    now = time.time()
+    for name in MNIST_FILES:
+        for partial in folder.glob(name + ".*partial"):
+            try:
+                if now - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                    partial.unlink()
+            except OSError:
+                pass  # gone already, or a read-only folder: leftovers there do no harm
+
+
+def _idx_shape(path: Path) -> tuple[int, ...]:
+    """The shape an IDX file's header promises; a UserError naming `path` if its size does not match."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         header = f.read(4)
@@ -157,13 +229,78 @@ def _check_idx_file(path: Path) -> None:
     if len(header) < 4 or header[:2] != b"\x00\x00" or header[2] != 0x08 or not 1 <= ndim <= 3 \
             or len(dims) < 4 * ndim:
         raise UserError(f"{path} is not an MNIST IDX file of bytes. Delete it and run again to download it afresh.")
-    count = 1
-    for i in range(ndim):
-        count *= int.from_bytes(dims[4 * i:4 * i + 4], "big")
-    expected = 4 + 4 * ndim + count
+    shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+    expected = 4 + 4 * ndim + math.prod(shape)  # Python ints: a garbage header can't overflow
     if size != expected:
         raise UserError(f"{path} is truncated or corrupt ({size} bytes, its header promises {expected}). "
                         "Delete it and run again to download it afresh.")
+    return shape
+
+
+def _check_mnist_files(folder: Path) -> None:
+    """Check what torchvision does not: N x 28 x 28 images, N labels, every label 0 to 9.
+
+    Without this, a bad file gets through loading and crashes training later with an error
+    that names neither the file nor the problem ("Target 200 is out of bounds").
+    """
+    again = "Delete it and run again to download it afresh."
+    for prefix in ("train", "t10k"):
+        images_path, labels_path = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
+        images_shape, labels_shape = _idx_shape(images_path), _idx_shape(labels_path)
+        if len(images_shape) != 3 or images_shape[1:] != (28, 28):
+            shape = " x ".join(map(str, images_shape))
+            raise UserError(f"{images_path} holds images of shape {shape}, not N x 28 x 28. {again}")
+        if len(labels_shape) != 1:
+            raise UserError(f"{labels_path} has {len(labels_shape)} dimensions; a labels file has 1. {again}")
+        if labels_shape[0] != images_shape[0]:
+            raise UserError(f"{labels_path} has {labels_shape[0]} labels but {images_path.name} has "
+                            f"{images_shape[0]} images: they must match. {again}")
+        with open(labels_path, "rb") as f:  # one byte per label after the 8-byte header: 60 KB at most
+            labels = np.frombuffer(f.read()[8:], dtype=np.uint8)
+        wrong = np.flatnonzero(labels > 9)
+        if len(wrong):
+            raise UserError(f"{labels_path} has label {labels[wrong[0]]} at position {wrong[0]}; "
+                            f"labels must be 0 to 9. {again}")
+
+
+def _cifar_files(train: bool) -> list[str]:
+    cls = datasets.CIFAR10
+    return [f for f, _ in (cls.train_list if train else cls.test_list)]
+
+
+def _check_cifar_labels(dataset: Dataset, folder: Path, train: bool) -> None:
+    """After torchvision has loaded CIFAR-10: one label per image, each 0 to 9, or a UserError naming the batch."""
+    labels = np.asarray(dataset.targets)
+    if len(labels) == len(dataset.data) and (len(labels) == 0 or 0 <= labels.min() <= labels.max() <= 9):
+        return
+    problem = _cifar_batch_problem(folder, train)
+    raise UserError(problem or f"the CIFAR-10 batches in {folder} do not have one label 0 to 9 per image. "
+                    f"Delete {folder} and run again to download it afresh.")
+
+
+def _cifar_batch_problem(folder: Path, train: bool) -> str | None:
+    """Read each CIFAR-10 batch again and say what is wrong with the first bad one, or None.
+
+    Only called after torchvision has read these same files, and only when something is wrong,
+    so the happy path pays nothing for it.
+    """
+    for name in _cifar_files(train):
+        path = folder / name
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images = np.asarray(batch.get("data"))
+        labels = np.asarray(batch.get("labels", batch.get("fine_labels", [])))
+        if images.ndim != 2 or images.shape[1] != 3072:
+            size = images.shape[1] if images.ndim == 2 else "?"
+            problem = f"its images are {size} bytes each, not 3072 (32 x 32 x 3)"
+        elif len(labels) != len(images):
+            problem = f"it has {len(labels)} labels for {len(images)} images"
+        elif len(labels) and not 0 <= labels.min() <= labels.max() <= 9:
+            problem = f"it has label {labels[(labels < 0) | (labels > 9)][0]}; labels must be 0 to 9"
+        else:
+            continue
+        return f"CIFAR-10 batch {path} is damaged: {problem}. Delete {folder} and run again to download it afresh."
+    return None
 
 
 # --- Keeping a whole dataset in memory -------------------------------------------------------
