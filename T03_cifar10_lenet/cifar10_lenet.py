@@ -20,19 +20,23 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
-
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from common import cli, data, plots
-from common.checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from common.device import add_device_arguments, describe, device_from_args
-from common.logger import close_logger, get_logger
-from common.seed import seed_everything
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+try:
+    from common import cli, data, plots
+    from common.device import add_device_arguments, device_from_args
+    from common.lifecycle import TrainingRun
+    from common.seed import seed_everything
+except ModuleNotFoundError as err:
+    if not (err.name or "").startswith("common"):
+        raise
+    sys.exit("error: this script needs the repository's common/ folder (clone the whole repository). "
+             "LeNet, train() and test() alone copy out without it.")
 
 # The post's short class names, in CIFAR-10's label order. torchvision's `dataset.classes`
 # says 'airplane' and 'automobile'; the post shortens them so each fits in 5 characters.
@@ -71,10 +75,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train(args: argparse.Namespace, model: nn.Module, device: torch.device, train_loader: DataLoader,
-          optimizer: optim.Optimizer, criterion: nn.Module, epoch: int, log) -> dict:
-    """Train for one epoch, printing the post's `[epoch, batch] loss:` line; return the average loss."""
-    model.train()
+def train(model: nn.Module, device: torch.device, train_loader: DataLoader, optimizer: optim.Optimizer,
+          criterion: nn.Module, epoch: int, log_interval: int = 2000, dry_run: bool = False) -> dict:
+    """Train for one epoch, printing the post's `[epoch, batch] loss:` line; return the average loss and counts."""
+    started = time.perf_counter()
+    model.train()  # training mode (matters for dropout and batch norm; a good habit everywhere)
     # The post adds loss.data[0] (today: loss.item()) to a Python float every batch. .item() makes
     # the CPU wait for the GPU, 12,500 times an epoch at batch 4, so we add up a tensor instead and
     # read it only when we print.
@@ -84,42 +89,50 @@ def train(args: argparse.Namespace, model: nn.Module, device: torch.device, trai
     for batch_idx, (images, targets) in enumerate(train_loader):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         optimizer.zero_grad()  # gradients add up across backward() calls: clear the last batch's
-        loss = criterion(model(images), targets)
-        loss.backward()
-        optimizer.step()
+        loss = criterion(model(images), targets)  # the batch's average loss
+        loss.backward()  # compute d(loss)/d(weight) for every weight
+        optimizer.step()  # move each weight a little against its gradient
         loss_sum += loss.detach() * len(images)  # detach: keep the number, not the graph behind it
         seen += len(images)
-        if (batch_idx + 1) % args.log_interval == 0:
+        if (batch_idx + 1) % log_interval == 0:
             total = loss_sum.item()
             # The average loss over the batches since the last line, as the post's running_loss / 2000.
-            log.info(f"[{epoch}, {batch_idx + 1:5d}] loss: {(total - printed_sum) / (seen - printed_seen):.3f}")
+            print(f"[{epoch}, {batch_idx + 1:5d}] loss: {(total - printed_sum) / (seen - printed_seen):.3f}")
             printed_sum, printed_seen = total, seen
-        if args.dry_run:
-            log.info("Dry run: stopping after one batch of training.")
+        if dry_run:
+            print("Dry run: stopping after one batch of training.")
             break
-    return {"train_loss": loss_sum.item() / seen, "train_images": seen}
+    return {"train_loss": loss_sum.item() / seen, "train_images": seen,
+            "train_seconds": time.perf_counter() - started}
 
 
 def test(model: nn.Module, device: torch.device, test_loader: DataLoader, dry_run: bool = False,
          num_classes: int = 10) -> dict:
     """Evaluate on the test set; return loss, accuracy, counts and the confusion matrix (true x predicted)."""
-    model.eval()
+    model.eval()  # evaluation mode: dropout off, batch norm uses its running statistics
     loss_sum, all_targets, all_predictions = 0.0, [], []
     with torch.no_grad():  # the post's Variable(..., volatile=True) became this
         for images, targets in test_loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             outputs = model(images)
+            # Sum the losses (not the batch mean), then divide once by the number of images: the
+            # average is then right even when the last batch is smaller than the others.
             loss_sum += F.cross_entropy(outputs, targets, reduction="sum").item()
             all_predictions.append(outputs.argmax(dim=1).cpu())  # the class with the highest score
             all_targets.append(targets.cpu())
             if dry_run:
+                print("Dry run: testing on one batch only.")
                 break
     targets, predictions = torch.cat(all_targets), torch.cat(all_predictions)
-    # Per-class counts from every image actually tested, whatever the batch size. (The post's loop
-    # did `for i in range(4)` inside each batch, which breaks when the last batch is smaller.)
-    confusion = plots.confusion_matrix(targets, predictions, num_classes)
+    # The confusion matrix counts every image tested, whatever the batch size: row = true class,
+    # column = predicted class. Each (true, predicted) pair gets one bin, number true * 10 + predicted.
+    # (The post's loop did `for i in range(4)` inside each batch, which breaks when the last batch is smaller.)
+    pairs = targets * num_classes + predictions
+    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
     correct, seen = int(confusion.trace()), len(targets)
-    return {"test_loss": loss_sum / seen, "test_accuracy": correct / seen, "test_correct": correct,
+    test_loss = loss_sum / seen
+    print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{seen} ({100.0 * correct / seen:.0f}%)\n")
+    return {"test_loss": test_loss, "test_accuracy": correct / seen, "test_correct": correct,
             "test_images": seen, "confusion": confusion}
 
 
@@ -161,7 +174,7 @@ def plot_per_class(accuracies: list[float | None], overall: float, path: Path, c
     return plots.save_figure(fig, path, show)
 
 
-def show_predictions(model: nn.Module, device: torch.device, test_set: Dataset, count: int, path: Path, log,
+def show_predictions(model: nn.Module, device: torch.device, test_set: Dataset, count: int, path: Path,
                      show: bool = False) -> None:
     """Predict the first `count` test images; print the post's GroundTruth/Predicted lines and save a picture."""
     count = min(count, len(test_set))
@@ -171,8 +184,8 @@ def show_predictions(model: nn.Module, device: torch.device, test_set: Dataset, 
     with torch.no_grad():
         predicted = model(images.to(device)).argmax(dim=1).tolist()
     # Spaced exactly as the post's print('GroundTruth: ', ...) and print('Predicted: ', ...).
-    log.info("GroundTruth:  " + " ".join(f"{CLASSES[i]:>5s}" for i in labels))
-    log.info("Predicted:  " + " ".join(f"{CLASSES[i]:>5s}" for i in predicted))
+    print("GroundTruth:  " + " ".join(f"{CLASSES[i]:>5s}" for i in labels))
+    print("Predicted:  " + " ".join(f"{CLASSES[i]:>5s}" for i in predicted))
     titles = [f"true: {CLASSES[t]}\npredicted: {CLASSES[p]}" + ("" if t == p else " (x)")
               for t, p in zip(labels, predicted)]
     # plot_image_grid undoes Normalize (x * std + mean), so the picture shows the real colours.
@@ -199,8 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how many test images to show with their predictions (default: 4, as in the post)")
     parser.add_argument("--save-model", action="store_true",
                         help="save the trained weights (state dict) as cifar10_lenet.pt in the run folder")
-    parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
-                        help="continue training from a checkpoint.pt written by an earlier run")
+    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
+                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
+                             "(--batch-size, --lr and --momentum must be the same; --epochs may grow)")
     add_device_arguments(parser)
     cli.add_run_arguments(parser)
     return parser.parse_args(argv)
@@ -208,13 +222,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    plots.use_backend(args.show)
     device = device_from_args(args)
     loader_generator = seed_everything(args.seed, args.deterministic)
-    if args.resume is not None and not args.resume.is_file():
-        raise cli.UserError(f"--resume: checkpoint {args.resume} does not exist")
 
-    # Data: ToTensor turns each 32x32 colour image into a 3x32x32 tensor of 0..1; Normalize maps it to -1..1.
+    # 1. Data. ToTensor turns each 32x32 colour image into a 3x32x32 tensor of 0..1; Normalize maps it to -1..1.
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
     train_set = data.load_dataset("cifar10", args.data_dir, train=True, transform=transform)
     test_set = data.load_dataset("cifar10", args.data_dir, train=False, transform=transform)
@@ -230,72 +241,35 @@ def main(argv: list[str] | None = None) -> list[dict]:
                               generator=loader_generator, **loader_kwargs)
     test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False, **loader_kwargs)
 
-    # The run folder is made only once the data is there, so a failed start leaves nothing behind.
-    # A resumed run keeps writing into the folder its checkpoint came from.
-    out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None), "cifar10_lenet")
-    log = get_logger("cifar10_lenet", out_dir / "train.log")
-    log.info(describe(device))
-
+    # 2. Model, loss and optimizer. (The post keeps the learning rate constant: no scheduler.)
     model = LeNet(len(CLASSES)).to(device)
-    log.info(f"{model}\nParameters: {count_parameters(model):,}")
     criterion = nn.CrossEntropyLoss()  # log_softmax + negative log-likelihood, on the raw logits
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
 
-    history: list[dict] = []
-    start_epoch = 1
-    if args.resume is not None:
-        state = load_checkpoint(args.resume, model, optimizer, generator=loader_generator, map_location=device)
-        history, start_epoch = list(state["metrics"]), state["epoch"] + 1
-        if start_epoch > args.epochs:
-            raise cli.UserError(f"{args.resume} has already trained {state['epoch']} epoch(s); "
-                                f"pass --epochs larger than that to train further")
-        log.info(f"Resuming from {args.resume} after epoch {state['epoch']}")
-
-    checkpoint_path = out_dir / "checkpoint.pt"
-    confusion = None
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, args.epochs + 1):
-            started = time.perf_counter()
-            train_metrics = train(args, model, device, train_loader, optimizer, criterion, epoch, log)
-            train_seconds = time.perf_counter() - started
+    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
+    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
+    with TrainingRun(__file__, args, model, optimizer, None, loader_generator,
+                     must_match=("batch_size", "lr", "momentum")) as run:
+        print(f"{model}\nParameters: {count_parameters(model):,}")
+        for epoch in run.epochs():
+            train_metrics = train(model, device, train_loader, optimizer, criterion, epoch, args.log_interval,
+                                  args.dry_run)
             test_metrics = test(model, device, test_loader, args.dry_run, len(CLASSES))
-            seconds = time.perf_counter() - started
-            confusion = test_metrics.pop("confusion")
-            images_per_second = train_metrics["train_images"] / train_seconds
-            classes = {f"test_accuracy_{name}": acc for name, acc in zip(CLASSES, per_class_accuracy(confusion))}
-            history.append({"epoch": epoch, **train_metrics, **test_metrics, **classes, "seconds": round(seconds, 3),
-                            "train_images_per_second": round(images_per_second, 1)})
-            log.info(f"Epoch {epoch}: train loss {train_metrics['train_loss']:.3f}, test loss "
-                     f"{test_metrics['test_loss']:.3f}, test accuracy {test_metrics['test_correct']}/"
-                     f"{test_metrics['test_images']} ({100 * test_metrics['test_accuracy']:.2f}%); took "
-                     f"{seconds:.1f} s (training: {images_per_second:,.0f} images/s)")
-            # Saved every epoch, atomically: a crash can cost at most the epoch in progress.
-            save_checkpoint(checkpoint_path, model, optimizer, None, epoch, history, vars(args), loader_generator)
-            if args.dry_run:
-                break
-    except KeyboardInterrupt:
-        save_checkpoint(checkpoint_path, model, optimizer, None, epoch - 1, history, vars(args), loader_generator)
-        log.info(f"\nInterrupted during epoch {epoch}. Saved {checkpoint_path}; "
-                 f"continue with: --resume {checkpoint_path}")
-        close_logger(log)
-        raise
+            confusion = test_metrics.pop("confusion")  # a 10 x 10 table: kept for the ending, not a metric
+            per_class = {f"test_accuracy_{name}": accuracy
+                         for name, accuracy in zip(CLASSES, per_class_accuracy(confusion))}
+            run.end_epoch(train_metrics, test_metrics, **per_class)
 
-    # The post's ending: four test images with their true and predicted classes, then the accuracies.
-    show_predictions(model, device, test_set, args.num_images, out_dir / "predictions.png", log, args.show)
-    for line in post_style_lines(confusion):
-        log.info(line)
-
-    plots.write_metrics(history, out_dir)
-    plots.plot_curves(history, out_dir / "curves.png", title="LeNet on CIFAR-10", show=args.show)
-    plot_per_class(per_class_accuracy(confusion), history[-1]["test_accuracy"], out_dir / "per_class.png",
-                   show=args.show)
-    if args.save_model:
-        atomic_save(model.state_dict(), out_dir / "cifar10_lenet.pt")
-    log.info(f"Run folder: {out_dir} (metrics.json, metrics.csv, curves.png, per_class.png, predictions.png, "
-             f"checkpoint.pt{', cifar10_lenet.pt' if args.save_model else ''}, train.log)")
-    close_logger(log)
-    return history
+        # The post's ending: the first test images with their true and predicted classes, then the accuracies.
+        show_predictions(model, device, test_set, args.num_images, run.out_dir / "predictions.png", args.show)
+        for line in post_style_lines(confusion):
+            print(line)
+        plot_per_class(per_class_accuracy(confusion), run.history[-1]["test_accuracy"],
+                       run.out_dir / "per_class.png", show=args.show)
+        run.save_curves("LeNet on CIFAR-10")
+        if args.save_model:
+            run.save_weights("cifar10_lenet.pt")
+    return run.history
 
 
 if __name__ == "__main__":
