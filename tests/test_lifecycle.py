@@ -289,3 +289,20 @@ def test_a_failed_save_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch,
     monkeypatch.undo()
     assert checkpoint.safe_load(path) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """Stands in for a read-only --out-dir: tests run as root, which chmod cannot stop, so open() is made to fail."""
+    import builtins
+
+    (tmp_path / "run").mkdir()
+    real_open = builtins.open
+
+    def read_only_folder(file, *args, **kwargs):
+        if str(file).startswith(str(tmp_path / "run")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only_folder)
+    with pytest.raises(cli.UserError, match=r"cannot write in the run folder .*run: Permission denied"):
+        train_run(make_args(tmp_path / "run"))
