@@ -161,13 +161,23 @@ def plot_per_class(accuracies: list[float | None], overall: float, path: Path, c
 
     heights = [0.0 if a is None else 100 * a for a in accuracies]
     fig, ax = plt.subplots(figsize=(8, 4))
-    bars = ax.bar(class_names, heights, color="tab:blue")
+    bars = ax.bar(class_names, heights, color="tab:blue", zorder=1)
+    # The two lines go over the bars (zorder 2), the value labels over the lines (zorder 3) on an
+    # opaque box, so a line that meets a label stops at its edge instead of striking through it.
+    ax.axhline(100 * overall, color="tab:green", linestyle="--", zorder=2,
+               label=f"all classes ({100 * overall:.1f}%)")
+    ax.axhline(100 / len(class_names), color="tab:gray", linestyle=":", zorder=2, label="chance")
     for bar, accuracy in zip(bars, accuracies):
         label = "n/a" if accuracy is None else f"{100 * accuracy:.1f}%"
-        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                    fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.axhline(100 * overall, color="tab:green", linestyle="--", label=f"all classes ({100 * overall:.1f}%)")
-    ax.axhline(100 / len(class_names), color="tab:gray", linestyle=":", label="chance")
+        top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
+        if bar.get_height() >= 15:  # tall enough: white, inside the bar, just under its top
+            ax.annotate(label, top, ha="center", va="top", fontsize=8, color="white", xytext=(0, -3),
+                        textcoords="offset points", zorder=3,
+                        bbox={"boxstyle": "square,pad=0.2", "facecolor": bar.get_facecolor(), "edgecolor": "none"})
+        else:  # a short bar: the label sits above it on white
+            ax.annotate(label, top, ha="center", va="bottom", fontsize=8, xytext=(0, 3),
+                        textcoords="offset points", zorder=3,
+                        bbox={"boxstyle": "square,pad=0.2", "facecolor": "white", "edgecolor": "none"})
     ax.set(ylim=(0, 118), ylabel="test accuracy (%)", title="LeNet on CIFAR-10: accuracy per class")
     ax.legend(loc="upper center", ncol=2, fontsize=8)  # above the tallest possible bar (100%)
     fig.tight_layout()

@@ -63,6 +63,7 @@ def _finite_or_none(value: object) -> object:
 def plot_curves(history: list[dict], path: Path, title: str = "", show: bool = False) -> Path:
     """Save a two-panel figure: train/test loss and test accuracy against epoch."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -76,7 +77,12 @@ def plot_curves(history: list[dict], path: Path, title: str = "", show: bool = F
     ax_acc.set_ylim(bottom, min(top, 101))  # a flat line at 100% should not draw an axis up to 105%
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # Whole epochs only: a tick on every epoch when there are few (one epoch alone would
+        # otherwise get 0.96 ... 1.04), whole numbers chosen by matplotlib when there are many.
+        if len(epochs) <= 10:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

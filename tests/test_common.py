@@ -461,3 +461,27 @@ def test_loader_options():
     assert data.loader_options(0, "cpu") == {"num_workers": 0, "pin_memory": False}
     options = data.loader_options(2, torch.device("cuda"))
     assert options["pin_memory"] and options["persistent_workers"] and options["worker_init_fn"] is seed.seed_worker
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 14])
+def test_curves_have_whole_epoch_ticks_only(tmp_path, monkeypatch, epochs):
+    plots.use_backend(show=False)
+    captured = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, show=False: captured.append(fig) or path)
+    history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "test_accuracy": 0.5 + e / 100}
+               for e in range(1, epochs + 1)]
+    plots.plot_curves(history, tmp_path / "curves.png")
+    (fig,) = captured
+    fig.canvas.draw()  # fills in the tick labels
+    for ax in fig.axes:
+        low, high = sorted(ax.get_xlim())
+        shown = [tick for tick in ax.get_xticks() if low - 1e-9 <= tick <= high + 1e-9]
+        labels = [label for label in ax.get_xticklabels() if label.get_text()]
+        assert shown and labels
+        assert all(float(tick).is_integer() for tick in shown), shown
+        for label in labels:
+            assert float(label.get_position()[0]).is_integer(), label
+            assert re.fullmatch(r"\d+", label.get_text()), label.get_text()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
