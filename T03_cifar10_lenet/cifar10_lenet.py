@@ -70,6 +70,9 @@ class LeNet(nn.Module):
         return self.fc3(x)
 
 
+Net = LeNet  # the name the post (and PyTorch's CIFAR-10 tutorial) gives this class
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable numbers (weights and biases) in `model`."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -269,6 +272,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             per_class = {f"test_accuracy_{name}": accuracy
                          for name, accuracy in zip(CLASSES, per_class_accuracy(confusion))}
             run.end_epoch(train_metrics, test_metrics, **per_class)
+
+        print("Finished Training")  # the post's words at this point
 
         # The post's ending: the first test images with their true and predicted classes, then the accuracies.
         show_predictions(model, device, test_set, args.num_images, run.out_dir / "predictions.png", args.show)

@@ -44,6 +44,17 @@ def test_simple_nn_matches_the_post():
     assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-5)  # log-probabilities
 
 
+def test_gamma_1_keeps_the_learning_rate_constant_as_the_post_does(mnist_root, tmp_path, capsys):
+    """StepLR(gamma=0.7) is pytorch/examples'; the post has no schedule, which --gamma 1 reproduces."""
+    history = run(mnist_root, tmp_path, "--epochs", "2", "--gamma", "1", "--log-interval", "100")
+    assert [row["lr"] for row in history] == [1.0, 1.0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        mnist_nn.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "from pytorch/examples, not the post; --gamma 1 keeps the lr constant" in help_text
+
+
 def test_defaults_are_the_posts_run():
     args = mnist_nn.parse_args([])
     assert (args.batch_size, args.test_batch_size, args.epochs, args.lr, args.gamma, args.log_interval,

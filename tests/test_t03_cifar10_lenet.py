@@ -111,6 +111,10 @@ def predict_one_by_one(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 # --- the model and the pieces ------------------------------------------------------------------
 
+def test_the_posts_class_name_net_is_lenet():
+    assert cifar10_lenet.Net is cifar10_lenet.LeNet
+
+
 def test_lenet_layers_and_shapes():
     model = LeNet()
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
@@ -356,6 +360,7 @@ def test_trains_end_to_end_and_per_class_figures_match_a_direct_count(cifar, tmp
     truth = " ".join(f"{CLASSES[i]:>5}" for i in file_labels[:8].tolist())
     guesses = " ".join(f"{CLASSES[i]:>5}" for i in predicted[:8].tolist())
     assert f"\nGroundTruth:  {truth}\nPredicted:  {guesses}\n" in out
+    assert out.index("Finished Training\n") < out.index("GroundTruth:")  # the post's words, where it says them
     assert len(drawn) == 8
     assert [ax.get_title() for ax, _ in drawn] == [expected_title(int(t), int(p))
                                                   for t, p in zip(file_labels[:8], predicted[:8])]
