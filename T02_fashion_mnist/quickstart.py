@@ -1,0 +1,174 @@
+"""T02 · The official PyTorch quickstart on FashionMNIST, as the Dataset/DataLoader post walks through it.
+
+PyTorch's "Learn the Basics" recipe, step by step: FashionMNIST with ToTensor() only (no
+Normalize), DataLoaders of 64 images, the 784-512-512-10 NeuralNetwork, CrossEntropyLoss,
+plain SGD at lr 1e-3 (no momentum), and 5 epochs of train_loop() and test_loop(), printing
+exactly what the tutorial prints:
+
+    Epoch 1
+    -------------------------------
+    loss: 2.302969  [   64/60000]
+    ...
+    Test Error:
+     Accuracy: 41.2%, Avg loss: 2.151679
+
+    Done!
+
+    python T02_fashion_mnist/quickstart.py                    # the tutorial's run: 5 epochs, best device
+    python T02_fashion_mnist/quickstart.py --epochs 1 --no-cuda
+    python T02_fashion_mnist/quickstart.py --dry-run          # one batch of training and of testing
+    python T02_fashion_mnist/quickstart.py --help             # every flag
+
+With lr 1e-3 and no momentum the model learns slowly and is still improving after 5 epochs;
+fashion_mnist.py trains the same model with the posts' settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms import ToTensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+try:
+    from common import cli, data
+    from common.device import add_device_arguments, device_from_args
+    from common.lifecycle import TrainingRun
+    from common.seed import seed_everything
+    from T02_fashion_mnist.fashion_mnist import NeuralNetwork  # the tutorial's 784-512-512-10 MLP, in one place
+except ModuleNotFoundError as err:
+    if not (err.name or "").startswith(("common", "T02_fashion_mnist")):
+        raise
+    sys.exit("error: this script needs the repository's common/ and T02_fashion_mnist/ folders "
+             "(clone the whole repository). train_loop() and test_loop() alone copy out without them.")
+
+
+def train_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+               *, log_interval: int = 100, dry_run: bool = False) -> dict:
+    """Train for one epoch, printing the tutorial's loss line; return the average loss, images seen and time."""
+    started = time.perf_counter()
+    device = next(model.parameters()).device  # the tutorial's signature has no device: use the model's
+    size = len(dataloader.dataset)
+    model.train()  # training mode (matters for dropout and batch norm; the tutorial sets it too)
+    loss_sum, seen = 0.0, 0
+    for batch, (X, y) in enumerate(dataloader):
+        X, y = X.to(device), y.to(device)
+        pred = model(X)
+        loss = loss_fn(pred, y)  # the batch's average loss
+
+        loss.backward()  # compute d(loss)/d(weight) for every weight
+        optimizer.step()  # move each weight a little against its gradient
+        optimizer.zero_grad()  # gradients add up across backward() calls: clear them for the next batch
+
+        loss_sum += loss.item() * len(X)
+        seen += len(X)
+        if batch % log_interval == 0 or dry_run:
+            current = seen  # images so far: (batch + 1) * 64 while the batches are full
+            print(f"loss: {loss.item():>7f}  [{current:>5d}/{size:>5d}]")
+        if dry_run:
+            print("Dry run: stopping after one batch of training.")
+            break
+    return {"train_loss": loss_sum / seen, "train_images": seen, "train_seconds": time.perf_counter() - started}
+
+
+def test_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, *, dry_run: bool = False) -> dict:
+    """Evaluate on the test set, printing the tutorial's two lines; return loss, accuracy and counts."""
+    device = next(model.parameters()).device
+    model.eval()  # evaluation mode: dropout off, batch norm uses its running statistics
+    batch_loss_sum, image_loss_sum, correct, batches, seen = 0.0, 0.0, 0, 0, 0
+    with torch.no_grad():  # no gradients needed to evaluate: faster and uses less memory
+        for X, y in dataloader:
+            X, y = X.to(device), y.to(device)
+            pred = model(X)
+            loss = loss_fn(pred, y).item()  # this batch's average loss
+            batch_loss_sum += loss
+            image_loss_sum += loss * len(X)
+            correct += (pred.argmax(1) == y).sum().item()  # the class with the highest score
+            batches += 1
+            seen += len(X)
+            if dry_run:
+                print("Dry run: testing on one batch only.")
+                break
+    # The tutorial's "Avg loss" is the mean of the batch losses: exact only when every batch has the
+    # same size (10,000 test images make 156 batches of 64 and one of 16). We print its figure, since
+    # this is its recipe, but record the exact per-image mean as test_loss, as every other lesson does.
+    tutorial_loss = batch_loss_sum / batches
+    accuracy = correct / seen
+    print(f"Test Error: \n Accuracy: {(100 * accuracy):>0.1f}%, Avg loss: {tutorial_loss:>8f} \n")
+    return {"test_loss": image_loss_sum / seen, "test_accuracy": accuracy, "test_correct": correct,
+            "test_images": seen}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(description="T02: the official PyTorch quickstart on FashionMNIST.")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64, metavar="N",
+                        help="batch size for training and testing (default: 64)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=5, metavar="N",
+                        help="number of epochs to train (default: 5)")
+    parser.add_argument("--lr", type=cli.positive_float, default=1e-3, metavar="LR",
+                        help="learning rate of plain SGD (default: 1e-3)")
+    parser.add_argument("--log-interval", type=cli.positive_int, default=100, metavar="N",
+                        help="print the training loss every N batches (default: 100)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="train on one batch and test on one batch, to check that everything runs")
+    parser.add_argument("--save-model", action="store_true",
+                        help="save the trained weights (state dict) as quickstart_model.pt in the run folder")
+    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
+                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
+                             "(--batch-size and --lr must be the same; --epochs may grow)")
+    add_device_arguments(parser)
+    cli.add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    device = device_from_args(args)
+    loader_generator = seed_everything(args.seed, args.deterministic)
+
+    # 1. Data. ToTensor turns pixels 0..255 into 0..1; the tutorial normalises nothing further.
+    train_data = data.load_dataset("fashion-mnist", args.data_dir, train=True, transform=ToTensor())
+    test_data = data.load_dataset("fashion-mnist", args.data_dir, train=False, transform=ToTensor())
+    if not args.classic_pipeline:
+        # Apply ToTensor once and keep the tensors in memory: same numbers, no per-image PIL work each epoch.
+        train_data, test_data = data.to_tensor_dataset(train_data), data.to_tensor_dataset(test_data)
+    loader_kwargs = data.loader_options(args.num_workers, device)  # workers, pinned memory on CUDA
+    # The tutorial's quickstart does not shuffle its training loader; we do, as every lesson here does
+    # (a fixed order lets the model learn the order). The test set is never shuffled.
+    train_dataloader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True,
+                                  generator=loader_generator, **loader_kwargs)
+    test_dataloader = DataLoader(test_data, batch_size=args.batch_size, shuffle=False, **loader_kwargs)
+
+    # 2. Model, loss and optimizer: raw scores (logits) into CrossEntropyLoss, plain SGD without momentum.
+    model = NeuralNetwork().to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+
+    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
+    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
+    with TrainingRun(__file__, args, model, optimizer, None, loader_generator,
+                     must_match=("batch_size", "lr")) as run:
+        for epoch in run.epochs():
+            print(f"Epoch {epoch}\n-------------------------------")
+            train_metrics = train_loop(train_dataloader, model, loss_fn, optimizer,
+                                       log_interval=args.log_interval, dry_run=args.dry_run)
+            test_metrics = test_loop(test_dataloader, model, loss_fn, dry_run=args.dry_run)
+            run.end_epoch(train_metrics, test_metrics)
+        print("Done!")
+        run.save_curves("The quickstart's NeuralNetwork on FashionMNIST")
+        if args.save_model:
+            # The tutorial saves "model.pth"; we use .pt, PyTorch's usual extension (.pth is also the
+            # extension of Python's path-configuration files), and a name that says which script made it.
+            # Load it back with model.load_state_dict(torch.load(path, weights_only=True)).
+            run.save_weights("quickstart_model.pt")
+    return run.history
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
