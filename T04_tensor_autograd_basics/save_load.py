@@ -31,7 +31,8 @@ from common.seed import seed_everything
 from T04_tensor_autograd_basics.lesson import check, done, raises, section, start
 
 # PyTorch 2.6 changed torch.load's default from weights_only=False to weights_only=True.
-WEIGHTS_ONLY_IS_DEFAULT = torch.__version__ >= "2.6"
+# Compare version numbers, not text: as strings "2.14" < "2.6".
+WEIGHTS_ONLY_IS_DEFAULT = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 6)
 EPOCHS_BEFORE_SAVE, EPOCHS_AFTER_SAVE = 3, 3
 LEARNING_RATE = 0.05
 

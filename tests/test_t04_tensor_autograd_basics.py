@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import _socket
+import copy
 import csv
 import importlib.machinery
+import math
 import os
+import pickle
 import re
 import socket
 import subprocess
@@ -13,9 +16,11 @@ import sys
 import types
 from pathlib import Path
 
+import matplotlib.figure
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from common import cli
@@ -110,7 +115,14 @@ def test_tensor_basics_unknown_device_is_one_line(capsys):
 def test_autograd_gradients_match_the_hand_derived_answers(seed, capsys):
     facts = autograd_basics.main(["--seed", seed])
     out = capsys.readouterr().out
-    assert torch.allclose(facts["example1_grad"], 2 * facts["example1_x"])
+    # Example 1's x is the first randn(3) of --seed (a script that ignores the flag fails here), and
+    # its gradient is checked against central differences of z = sum(x^2), not against the script's 2x.
+    x = torch.randn(3, generator=torch.Generator().manual_seed(int(seed)))
+    assert torch.equal(facts["example1_x"], x)
+    h = 1e-3
+    numeric = [((x.double() + h * step) ** 2 - (x.double() - h * step) ** 2).sum() / (2 * h)
+               for step in torch.eye(3, dtype=torch.float64)]
+    assert torch.allclose(facts["example1_grad"].double(), torch.stack(numeric), atol=1e-5)
     assert torch.equal(facts["example2_grad"], torch.full((2, 3), 5.0))
     assert facts["accumulated"] == [[2.0, 4.0], [4.0, 8.0], [6.0, 12.0]]  # x = [1, 2]: 2x, then 4x, then 6x
     assert facts["graph"][0] == "MeanBackward0" and facts["graph"][-1] == "AccumulateGrad"
@@ -127,8 +139,16 @@ def test_dataset_dataloader_in_one_process(tmp_path, capsys):
     with open(tmp_path / "points.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 200 and set(rows[0]) == {"x", "y", "label"}
-    original = dataset_dataloader.PointsDataset(size=200, seed=1)
+    original = dataset_dataloader.PointsDataset(size=200, seed=1)  # --seed 1 made the points
     assert float(rows[5]["x"]) == original.points[5, 0].item() and int(rows[5]["label"]) == original.labels[5]
+    # What the file holds, checked from the file alone: points in [-2, 2]^2, written with every digit
+    # (each value is an exact float32, as the tensor held it), labelled 1 exactly inside the unit circle,
+    # which is pi/16 (about 20%) of the square.
+    xy = np.array([[float(row["x"]), float(row["y"])] for row in rows])
+    labels = np.array([int(row["label"]) for row in rows])
+    assert np.abs(xy).max() <= 2 and np.array_equal(xy.astype(np.float32).astype(np.float64), xy)
+    assert np.array_equal(labels, (xy[:, 0] ** 2 + xy[:, 1] ** 2 < 1).astype(int))
+    assert abs(labels.mean() - math.pi / 16) < 0.08
     assert facts["batch_shapes"] == ((8, 2), (8, 2))  # a batch of 8 points, one-hot targets
     assert facts["keep_last"] == [4, 4, 2] and facts["drop_last"] == [4, 4]
     assert sorted(facts["shuffled"]) == list(range(10)) and facts["shuffled"] != list(range(10))
@@ -180,13 +200,43 @@ def test_nn_building_blocks_shapes_losses_and_step(capsys):
     facts = nn_building_blocks.main([])
     out = capsys.readouterr().out
     assert facts["shapes"] == [(3, 28, 28), (3, 784), (3, 512), (3, 512), (3, 512), (3, 512), (3, 10)]
-    assert facts["parameters"] == sum(p.numel() for p in nn_building_blocks.NeuralNetwork().parameters()) == 669_706
+    assert facts["parameters"] == (784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10) == 669_706
     assert facts["conv"] == (3, 6, 24, 24) and facts["pooled"] == (3, 6, 12, 12)
     assert facts["batch_norm_shape"] == (3, 6, 24, 24)
     assert 0.45 < facts["dropped_fraction"] < 0.55
-    assert facts["cross_entropy"] == pytest.approx(facts["nll"], abs=1e-6)
     assert facts["loss_after"] < facts["loss_before"]
     assert headings(out) == list(range(1, 8)) and "graph" not in facts  # no --graph: no section 8
+
+
+def test_cross_entropy_matches_the_formula_in_numpy():
+    """The loss the lesson prints is -mean(log softmax(logits)[true class]), computed here in float64
+    NumPy from the same logits (section 6 draws them first: torch.randn(3, 10)), not by torch."""
+    torch.manual_seed(0)
+    facts = nn_building_blocks.losses()
+    torch.manual_seed(0)
+    logits = torch.randn(3, 10).double().numpy()
+    log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = -log_probabilities[[0, 1, 2], [3, 0, 7]].mean()  # the script's targets are 3, 0, 7
+    assert facts["cross_entropy"] == pytest.approx(expected, abs=1e-5)
+    assert facts["nll"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_optimizer_step_uses_this_batchs_gradient_alone():
+    """Guards the zero_grad() lesson: gradients left in .grad by an earlier backward() must not leak into
+    the step. Dropping optimizer.zero_grad() (or taking another lr or sign) moves the weights elsewhere
+    than w - 0.01 * (this batch's gradient), which is worked out here with torch.autograd.grad."""
+    torch.manual_seed(0)
+    model = nn_building_blocks.NeuralNetwork()
+    images = torch.rand(3, 28, 28)
+    reference = copy.deepcopy(model)
+    loss = F.cross_entropy(reference(images), torch.tensor([1, 4, 9]))  # the targets section 7 uses
+    gradients = torch.autograd.grad(loss, list(reference.parameters()))
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)  # stale gradients, as an earlier backward() would leave them
+    nn_building_blocks.optimizer_step(model, images)
+    for p, start, gradient in zip(model.parameters(), before, gradients):
+        assert torch.allclose(p.detach(), start - 0.01 * gradient, rtol=0, atol=1e-7)
 
 
 def test_graph_flag_without_graphviz_prints_a_hint(monkeypatch, capsys):
@@ -199,13 +249,13 @@ def test_graph_flag_without_graphviz_prints_a_hint(monkeypatch, capsys):
 
 
 def test_graph_flag_renders_with_torchviz(tmp_path, monkeypatch):
+    """With torchviz (faked here) the script draws the graph of section 7's loss, with the parameter names."""
     calls = {}
 
     class FakeDot:
         def render(self, filename, format, cleanup):
-            path = Path(f"{filename}.{format}")
-            path.write_bytes(b"\x89PNG\r\n\x1a\n")
-            return str(path)
+            calls["render"] = (filename, format)
+            return f"{filename}.{format}"
 
     def make_dot(output, params):
         calls["output"], calls["params"] = output, params
@@ -217,14 +267,38 @@ def test_graph_flag_renders_with_torchviz(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchviz", fake)
     monkeypatch.setattr(nn_building_blocks.shutil, "which", lambda name: "/usr/bin/dot")
     facts = nn_building_blocks.main(["--graph", "--out-dir", str(tmp_path)])
-    assert facts["graph"] == tmp_path / "graph.png" and facts["graph"].is_file()
-    assert calls["output"].grad_fn is not None and calls["output"].dim() == 0  # the loss, with its graph
+    assert calls["render"] == (str(tmp_path / "graph"), "png") and facts["graph"] == tmp_path / "graph.png"
+    # the loss before the step, with its graph (the loss after it is computed under no_grad: no graph)
+    assert calls["output"].grad_fn is not None and calls["output"].item() == facts["loss_before"]
     assert sorted(calls["params"]) == sorted(n for n, _ in nn_building_blocks.NeuralNetwork().named_parameters())
 
 
 # --- activations.py ----------------------------------------------------------------------------
 
-def test_activations_writes_real_pngs(tmp_path, capsys):
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# Each activation and its derivative, written out here, for the curves the plot must show.
+CURVES_BY_HAND = {
+    "sigmoid": (sigmoid, lambda x: sigmoid(x) * (1 - sigmoid(x))),
+    "tanh": (np.tanh, lambda x: 1 / np.cosh(x) ** 2),
+    "ReLU": (lambda x: np.where(x > 0, x, 0.0), lambda x: np.where(x > 0, 1.0, 0.0)),
+    "leaky ReLU (slope 0.01)": (lambda x: np.where(x > 0, x, 0.01 * x), lambda x: np.where(x > 0, 1.0, 0.01)),
+}
+
+
+def test_activations_writes_real_pngs_that_show_the_right_curves(tmp_path, monkeypatch, capsys):
+    """The PNGs exist and are not blank, and the figures drew each function and its derivative (a plot that
+    draws f where it says f' is caught), and softmax bars of exp(s) / sum(exp(s))."""
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
     facts = activations.main(["--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert [path.name for path in facts["figures"]] == ["activations.png", "softmax.png"]
@@ -233,17 +307,57 @@ def test_activations_writes_real_pngs(tmp_path, capsys):
             assert image.format == "PNG" and image.width > 500 and image.height > 300
             pixels = np.asarray(image.convert("L"), dtype=float)
         assert pixels.std() > 10  # something was drawn, not a blank canvas
-    assert facts["dead_relu_gradient"] == 0.0 and facts["leaky_relu_gradient"] > 0.0
+    curves, softmax = figures
+    assert sorted(ax.get_title() for ax in curves.axes) == sorted(CURVES_BY_HAND)
+    for ax in curves.axes:
+        function, derivative = CURVES_BY_HAND[ax.get_title()]
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        x = lines["f(x)"].get_xdata()
+        assert np.allclose(lines["f(x)"].get_ydata(), function(x)), ax.get_title()
+        assert np.allclose(lines["f'(x) (autograd)"].get_ydata(), derivative(x)), ax.get_title()
+    scores, probabilities = ([bar.get_height() for bar in ax.patches] for ax in softmax.axes[:2])
+    assert np.allclose(probabilities, np.exp(scores) / np.exp(scores).sum())
+    # The dead unit's input is 0.1 * sum(x) - 10 < 0 for every sample, so the gradient of mean(leaky_relu)
+    # with respect to weight j is 0.01 * mean(x_j); ReLU's is 0. (The script draws the inputs first after seed 0.)
+    torch.manual_seed(0)
+    inputs = torch.randn(256, 4)
+    assert facts["dead_relu_gradient"] == 0.0
+    assert facts["leaky_relu_gradient"] == pytest.approx(0.01 * inputs.mean(dim=0).abs().max().item(), rel=1e-4)
     assert "exp(s) / sum(exp(s)) = [nan, nan]" in out
     assert headings(out) == list(range(1, 5)) and facts["claims"] == out.count("  [ok] ")
 
 
-def test_numpy_formulas_match_torch_away_from_the_script():
-    x = np.linspace(-3, 3, 13)
-    for name, formula in activations.NUMPY_FUNCTIONS.items():
-        assert np.allclose(formula(x), activations.TORCH_FUNCTIONS[name](torch.tensor(x)).numpy()), name
-    scores = np.array([0.5, -2.0, 4.0])
-    assert np.allclose(activations.softmax_numpy(scores), torch.softmax(torch.tensor(scores), 0).numpy())
+# Points where each function and its derivative are known exactly: sigmoid(ln 3) = 3/4, tanh(ln 2) = 3/5,
+# and torch's default leaky slope of 0.01 (its derivative at exactly 0 takes the x < 0 side, as ReLU's does).
+LN2, LN3 = math.log(2), math.log(3)
+KNOWN_VALUES = {
+    "sigmoid": ([-LN3, 0.0, LN3], [0.25, 0.5, 0.75], [0.1875, 0.25, 0.1875]),
+    "tanh": ([-LN2, 0.0, LN2], [-0.6, 0.0, 0.6], [0.64, 1.0, 0.64]),
+    "relu": ([-2.0, 0.0, 3.0], [0.0, 0.0, 3.0], [0.0, 0.0, 1.0]),
+    "leaky_relu": ([-2.0, 0.0, 3.0], [-0.02, 0.0, 3.0], [0.01, 0.01, 1.0]),
+}
+
+
+@pytest.mark.parametrize("name", KNOWN_VALUES)
+def test_activation_formulas_give_the_values_known_by_hand(name):
+    """NumPy formula, torch function, hand derivative and autograd each against numbers known by hand, so a
+    mistake made the same way on both sides (a wrong sign or slope the script compares with itself) shows."""
+    points, values, slopes = (np.array(column) for column in KNOWN_VALUES[name])
+    assert np.allclose(activations.NUMPY_FUNCTIONS[name](points), values)
+    assert np.allclose(activations.DERIVATIVES[name](points), slopes)
+    x = torch.tensor(points, requires_grad=True)
+    y = activations.TORCH_FUNCTIONS[name](x)
+    y.sum().backward()
+    assert np.allclose(y.detach().numpy(), values) and np.allclose(x.grad.numpy(), slopes)
+
+
+def test_softmax_numpy_gives_known_probabilities_without_overflow():
+    """softmax([0, ln 3]) = [1/4, 3/4], and so for the same scores + 1000; [0, 1000] is [0, 1]. Shifting by
+    anything but the max (or not at all) overflows exp() on one of these and gives nan."""
+    for scores, expected in (([0.0, LN3], [0.25, 0.75]), ([1000.0, 1000.0 + LN3], [0.25, 0.75]),
+                             ([0.0, 1000.0], [0.0, 1.0])):
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert np.allclose(activations.softmax_numpy(np.array(scores)), expected), scores
 
 
 # --- save_load.py ------------------------------------------------------------------------------
@@ -257,7 +371,6 @@ def test_save_load_resumes_identically_and_writes_only_to_its_folder(tmp_path, m
     assert sorted(os.listdir(run)) == ["checkpoint.pt", "tiny_net_weights.pt", "tiny_net_whole_model.pt"]
     assert facts["resumed"] == facts["straight"]  # bit for bit on the CPU
     assert facts["without_optimizer"] != facts["straight"]
-    assert facts["weights_only_default"] is (torch.__version__ >= "2.6")
     weights = safe_load(run / "tiny_net_weights.pt")
     save_load.TinyNet().load_state_dict(weights)  # a plain state dict that loads with weights_only=True
     assert safe_load(run / "checkpoint.pt")["epoch"] == save_load.EPOCHS_BEFORE_SAVE
@@ -266,18 +379,51 @@ def test_save_load_resumes_identically_and_writes_only_to_its_folder(tmp_path, m
     # torch names the class it refused ("Unsupported global: GLOBAL ..." today, "Unsupported class ..." before 2.4)
     assert re.search(r"Unsupported (global: GLOBAL|class) T04_tensor_autograd_basics\.save_load\.TinyNet", out)
     assert headings(out) == list(range(1, 6)) and facts["claims"] == out.count("  [ok] ")
+    # What the script says about torch.load's default, against what a plain torch.load really does here
+    # (rather than comparing the version number again, as the script does).
+    torch.save(save_load.TinyNet(), tmp_path / "pickled_model.pt")
+    try:
+        torch.load(tmp_path / "pickled_model.pt")
+        refused = False
+    except (pickle.UnpicklingError, RuntimeError):
+        refused = True
+    assert facts["weights_only_default"] is refused
+
+
+def test_save_load_trains_for_real_and_its_loader_shuffles(tmp_path):
+    """The resume demonstration proves something only if the run learns and its batch order comes from the
+    loader's generator. Guards against stepping up the gradient, an epoch loss averaged wrongly, and a
+    training loader without shuffle=True (then restoring the generator's state would prove nothing)."""
+    facts = save_load.main(["--no-accel", "--out-dir", str(tmp_path)])
+    checkpoint = safe_load(tmp_path / "checkpoint.pt")
+    losses = [entry["loss"] for entry in checkpoint["metrics"]] + facts["straight"]  # epochs 1-3, then 4-6
+    labels = save_load.make_loader(1)[0].dataset.tensors[1].double()
+    share = labels.mean().item()
+    guessing = -(share * math.log(share) + (1 - share) * math.log(1 - share))  # predict the share for every point
+    assert 0.25 < losses[0] < 1.0  # the mean cross-entropy per sample starts near ln 2 = 0.69 (two classes)
+    assert losses[-1] < min(losses[:3]) and losses[-1] < guessing
+    loader, _ = save_load.make_loader(1)
+    epoch1, epoch2 = (torch.cat([points for points, _ in loader]) for _ in range(2))
+    assert not torch.equal(epoch1, loader.dataset.tensors[0]) and not torch.equal(epoch1, epoch2)
 
 
 def test_save_load_explains_the_old_default_on_torch_before_2_6(tmp_path, monkeypatch, capsys):
+    """On torch < 2.6 (simulated: torch.load's default back to weights_only=False) the script shows that a
+    plain torch.load(path) unpickles the whole model, and says so."""
     real_load = torch.load
+    plain_loads = []
 
-    def load_as_before_2_6(*args, weights_only=False, **kwargs):  # the default used to be False
+    def load_as_before_2_6(*args, weights_only=None, **kwargs):
+        if weights_only is None:  # the call a reader writes, torch.load(path): the default used to be False
+            result = real_load(*args, weights_only=False, **kwargs)
+            plain_loads.append(result)
+            return result
         return real_load(*args, weights_only=weights_only, **kwargs)
 
     monkeypatch.setattr(torch, "load", load_as_before_2_6)
-    monkeypatch.setattr(save_load, "WEIGHTS_ONLY_IS_DEFAULT", False)
-    facts = save_load.main(["--no-accel", "--out-dir", str(tmp_path)])
-    assert facts["weights_only_default"] is False
+    monkeypatch.setattr(save_load, "WEIGHTS_ONLY_IS_DEFAULT", False)  # steers the script into its old-torch branch
+    save_load.main(["--no-accel", "--out-dir", str(tmp_path)])
+    assert [type(result) for result in plain_loads] == [save_load.TinyNet]
     assert "is older than 2.6: a plain torch.load(path) still unpickles anything" in capsys.readouterr().out
 
 
