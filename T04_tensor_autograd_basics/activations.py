@@ -7,7 +7,7 @@ are checked equal. The plots are saved as PNG files in the run folder:
     softmax.png       softmax of a vector of scores (it is not a curve: see section 2)
 
     python T04_tensor_autograd_basics/activations.py
-    python T04_tensor_autograd_basics/activations.py --out-dir my_plots --show
+    python T04_tensor_autograd_basics/activations.py --out-dir runs/my_plots --show
 """
 
 from __future__ import annotations

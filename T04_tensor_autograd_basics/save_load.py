@@ -7,7 +7,7 @@ Every file goes into the run folder (--out-dir), never the current directory:
     checkpoint.pt             model, optimizer, epoch, losses and random state: enough to resume
 
     python T04_tensor_autograd_basics/save_load.py
-    python T04_tensor_autograd_basics/save_load.py --no-accel --out-dir my_run
+    python T04_tensor_autograd_basics/save_load.py --no-accel --out-dir runs/my_run
 """
 
 from __future__ import annotations
