@@ -18,15 +18,17 @@ The set-up the studies share is trained once, so the default study is 7 runs.
 It prints a table as it goes and writes results.csv (one row per run and epoch),
 summary.csv (one row per run) and comparison.png (test accuracy per epoch) to its run
 folder. A run that diverges (the loss becomes NaN) or fails is recorded and the study
-goes on. The model, train() and test() are fashion_mnist.py's, imported, not copied.
+goes on; if every run diverges or fails, the script says so and exits with status 2.
+The model, train() and test() are fashion_mnist.py's, imported, not copied.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import itertools
-import logging
 import math
 import sys
 import time
@@ -40,7 +42,7 @@ from torch import nn
 
 from common import cli, plots
 from common.device import add_device_arguments, describe, device_from_args
-from common.logger import close_logger, get_logger
+from common.logger import tee_output
 from common.seed import seed_everything
 from T02_fashion_mnist.fashion_mnist import (
     MODELS,
@@ -98,7 +100,7 @@ def plan_runs(args: argparse.Namespace) -> dict[RunConfig, list[str]]:
 
 
 def run_one(config: RunConfig, args: argparse.Namespace, loaded: LoadedData, device: torch.device,
-            log: logging.Logger, number: str) -> tuple[list[dict], str]:
+            number: str) -> tuple[list[dict], str]:
     """Train one configuration for args.epochs epochs; return its per-epoch rows and its status."""
     generator = seed_everything(args.seed, args.deterministic)  # every run starts from the same weights
     train_loader, test_loader = make_loaders(loaded, config.batch_size, args.test_batch_size, device, generator,
@@ -110,20 +112,23 @@ def run_one(config: RunConfig, args: argparse.Namespace, loaded: LoadedData, dev
     rows: list[dict] = []
     for epoch in range(1, args.epochs + 1):
         started = time.perf_counter()
-        train_metrics = train(model, device, train_loader, loss_fn, optimizer, epoch, args.epochs)
+        # train() and test() print their progress lines; the study prints one table row per epoch instead.
+        with contextlib.redirect_stdout(io.StringIO()):
+            train_metrics = train(model, device, train_loader, loss_fn, optimizer, epoch, args.epochs)
         if not math.isfinite(train_metrics["train_loss"]):
             # The weights are now NaN or infinite: more epochs cannot bring them back.
-            log.info(f"{number:>6}  {config.label:<32} {epoch:>5}  diverged (loss {train_metrics['train_loss']})")
+            print(f"{number:>6}  {config.label:<32} {epoch:>5}  diverged (loss {train_metrics['train_loss']})")
             return rows, f"diverged in epoch {epoch}"
-        test_metrics = test(model, device, test_loader, loss_fn)
+        with contextlib.redirect_stdout(io.StringIO()):
+            test_metrics = test(model, device, test_loader, loss_fn)
         if scheduler is not None:
             scheduler.step()
         seconds = time.perf_counter() - started
         rows.append({"epoch": epoch, "train_loss": train_metrics["train_loss"],
                      "test_loss": test_metrics["test_loss"], "test_accuracy": test_metrics["test_accuracy"],
                      "seconds": round(seconds, 2)})
-        log.info(f"{number:>6}  {config.label:<32} {epoch:>5}  {train_metrics['train_loss']:>10.4f} "
-                 f"{test_metrics['test_loss']:>10.4f} {100 * test_metrics['test_accuracy']:>8.2f}% {seconds:>6.1f} s")
+        print(f"{number:>6}  {config.label:<32} {epoch:>5}  {train_metrics['train_loss']:>10.4f} "
+              f"{test_metrics['test_loss']:>10.4f} {100 * test_metrics['test_accuracy']:>8.2f}% {seconds:>6.1f} s")
     return rows, "ok"
 
 
@@ -216,37 +221,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the study; print a table as it goes; write results.csv, summary.csv and comparison.png."""
     args = parse_args(argv)
+    plan = plan_runs(args)
+    if args.model == "cnn" and any(config.batch_size == 1 for config in plan):
+        raise cli.UserError("--model cnn needs batch sizes of 2 or more: batch norm normalises each training "
+                            "batch by its own mean and variance, which a batch of one image does not have")
     plots.use_backend(args.show)
     device = device_from_args(args)
     loaded = load_data(args.dataset, args.data_dir, classic_pipeline=args.classic_pipeline)  # once, for every run
     out_dir = cli.make_run_dir(args.out_dir, "compare_hyperparameters")  # only once the data is there
-    log = get_logger("compare_hyperparameters", out_dir / "study.log")
-    try:
-        return run_study(args, device, loaded, out_dir, log)
-    finally:
-        close_logger(log)
+    with tee_output(out_dir / "study.log"):  # everything printed also goes to study.log
+        return run_study(args, plan, device, loaded, out_dir)
 
 
-def run_study(args: argparse.Namespace, device: torch.device, loaded: LoadedData, out_dir: Path,
-              log: logging.Logger) -> list[dict]:
+def run_study(args: argparse.Namespace, plan: dict[RunConfig, list[str]], device: torch.device,
+              loaded: LoadedData, out_dir: Path) -> list[dict]:
     """The body of main(): train every planned run on the loaded data, write the results."""
-    log.info(describe(device))
-    plan = plan_runs(args)
+    print(describe(device))
     parameters = count_parameters(MODELS[args.model]())
-    log.info(f"{len(plan)} runs of {args.model} ({parameters:,} parameters) on {args.dataset}, "
-             f"{args.epochs} epoch(s) each, seed {args.seed}")
-    log.info(f"{'run':>6}  {'configuration':<32} {'epoch':>5}  {'train loss':>10} {'test loss':>10} "
-             f"{'test acc':>9} {'time':>8}")
+    print(f"{len(plan)} runs of {args.model} ({parameters:,} parameters) on {args.dataset}, "
+          f"{args.epochs} epoch(s) each, seed {args.seed}")
+    print(f"{'run':>6}  {'configuration':<32} {'epoch':>5}  {'train loss':>10} {'test loss':>10} "
+          f"{'test acc':>9} {'time':>8}")
     results: list[dict] = []  # one row per run and epoch
     summary: list[dict] = []  # one row per run
     try:
         for number, (config, studies) in enumerate(plan.items(), start=1):
             tag = f"{number}/{len(plan)}"
             try:
-                rows, status = run_one(config, args, loaded, device, log, tag)
+                rows, status = run_one(config, args, loaded, device, tag)
             except Exception as err:  # e.g. out of memory with a big batch: note it and carry on
                 rows, status = [], f"failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:120]}"
-                log.info(f"{tag:>6}  {config.label:<32} {status}")
+                print(f"{tag:>6}  {config.label:<32} {status}")
             settings = {"run": number, "label": config.label, "studies": "; ".join(studies), "lr": config.lr,
                         "batch_size": config.batch_size, "optimizer": config.optimizer,
                         "scheduler": config.scheduler}
@@ -262,11 +267,14 @@ def run_study(args: argparse.Namespace, device: torch.device, loaded: LoadedData
             write_csv(summary, out_dir / "summary.csv")
             plot_comparison(summary, results, out_dir / "comparison.png", show=args.show)
 
-    log.info("\nSummary (final test accuracy):")
+    print("\nSummary (final test accuracy):")
     for row in summary:
         accuracy = f"{100 * row['final_test_accuracy']:.2f}%" if row["final_test_accuracy"] is not None else "-"
-        log.info(f"  {row['label']:<32} {accuracy:>8}  {row['status']}")
-    log.info(f"Run folder: {out_dir} (study.log, results.csv, summary.csv, comparison.png)")
+        print(f"  {row['label']:<32} {accuracy:>8}  {row['status']}")
+    print(f"Run folder: {out_dir} (study.log, results.csv, summary.csv, comparison.png)")
+    if not any(row["status"] == "ok" for row in summary):  # a study with no result is no success
+        raise cli.UserError(f"every run diverged or failed ({len(summary)} of {len(summary)}), so the study "
+                            f"compares nothing; {out_dir / 'summary.csv'} says why for each")
     return summary
 
 

@@ -10,26 +10,21 @@ the predictions, the confusion matrix, checkpoints and hyper-parameters.
     python T02_fashion_mnist/fashion_mnist.py --dataset mnist        # the same MLP on MNIST digits
     python T02_fashion_mnist/fashion_mnist.py --model mlp-deep       # a deeper MLP
     python T02_fashion_mnist/fashion_mnist.py --model cnn            # the CNN
-    python T02_fashion_mnist/fashion_mnist.py --model cnn --save-checkpoint
     python T02_fashion_mnist/fashion_mnist.py --model cnn --resume runs/<folder>/checkpoint.pt --epochs 8
     python T02_fashion_mnist/fashion_mnist.py --help                 # every flag
 
-Each run writes train.log, metrics.json/.csv, curves.png, predictions.png and
-confusion_matrix.png to its run folder. compare_hyperparameters.py reuses this file's
-models, train() and test() for the posts' hyper-parameter study.
+Each run writes train.log, checkpoint.pt (after every epoch), metrics.json/.csv, curves.png,
+predictions.png and confusion_matrix.png to its run folder. compare_hyperparameters.py reuses
+this file's models, train() and test() for the posts' hyper-parameter study.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 
 import torch
 from torch import nn, optim
@@ -37,11 +32,17 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from common import cli, data, plots
-from common.checkpoint import atomic_save, load_checkpoint, safe_load, save_checkpoint
-from common.device import add_device_arguments, describe, device_from_args
-from common.logger import close_logger, get_logger
-from common.seed import seed_everything
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
+try:
+    from common import cli, data, plots
+    from common.device import add_device_arguments, device_from_args
+    from common.lifecycle import TrainingRun
+    from common.seed import seed_everything
+except ModuleNotFoundError as err:
+    if not (err.name or "").startswith("common"):
+        raise
+    sys.exit("error: this script needs the repository's common/ folder (clone the whole repository). "
+             "The models, train() and test() alone copy out without it.")
 
 # The posts normalise with mean 0.5 and std 0.5: pixels 0..1 become -1..1. Close enough to
 # work, though not the data's real statistics (--measured-stats measures those instead).
@@ -175,7 +176,10 @@ def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, devi
     kwargs = data.loader_options(num_workers, device)  # workers, pinned memory on CUDA
     # Shuffle the training set every epoch (a fixed order lets the model learn the order);
     # the test set keeps its order, so predictions line up with the images.
-    train_loader = DataLoader(loaded.train_set, batch_size=batch_size, shuffle=True, generator=generator, **kwargs)
+    # Batch norm (the CNN) cannot normalise a batch of one image: drop a last batch of exactly 1.
+    drop_last = len(loaded.train_set) % batch_size == 1
+    train_loader = DataLoader(loaded.train_set, batch_size=batch_size, shuffle=True, generator=generator,
+                              drop_last=drop_last, **kwargs)
     test_loader = DataLoader(loaded.test_set, batch_size=test_batch_size, shuffle=False, **kwargs)
     return train_loader, test_loader
 
@@ -203,9 +207,10 @@ def build_scheduler(name: str, optimizer: optim.Optimizer, step_size: int = 2, g
 # --- Training and testing ---------------------------------------------------------------------
 
 def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss_fn: nn.Module,
-          optimizer: optim.Optimizer, epoch: int, epochs: int, log: logging.Logger | None = None,
-          log_interval: int = 100, dry_run: bool = False) -> dict:
-    """Train for one epoch; return the average training loss and accuracy and the number of images seen."""
+          optimizer: optim.Optimizer, epoch: int, epochs: int, log_interval: int = 100,
+          dry_run: bool = False) -> dict:
+    """Train for one epoch; return the average training loss and accuracy, the images seen and the time taken."""
+    started = time.perf_counter()
     model.train()  # training mode: dropout drops, batch norm uses and updates batch statistics
     steps = len(train_loader)
     loss_sum = torch.zeros((), device=device)  # tensors, so the GPU never waits for .item() each step
@@ -214,22 +219,23 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss
     for step, (images, targets) in enumerate(train_loader, start=1):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         outputs = model(images)  # logits, one row of 10 scores per image
-        loss = loss_fn(outputs, targets)
+        loss = loss_fn(outputs, targets)  # the batch's average loss
         optimizer.zero_grad()  # gradients add up across backward() calls: clear the last step's
         loss.backward()  # d(loss)/d(weight) for every weight
         optimizer.step()  # move each weight a little against its gradient
-        loss_sum += loss.detach() * len(images)
+        loss_sum += loss.detach() * len(images)  # detach: keep the number, not the graph behind it
         correct += (outputs.argmax(dim=1) == targets).sum()
         seen += len(images)
-        if log is not None and (step % log_interval == 0 or dry_run):
-            log.info(f"Epoch [{epoch}/{epochs}], Step [{step}/{steps}], Loss: {loss.item():.4f}")
+        if step % log_interval == 0 or dry_run:
+            print(f"Epoch [{epoch}/{epochs}], Step [{step}/{steps}], Loss: {loss.item():.4f}")
         if dry_run:
             break
-    return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen, "train_images": seen}
+    return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen, "train_images": seen,
+            "train_seconds": time.perf_counter() - started}
 
 
 def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_fn: nn.Module,
-         log: logging.Logger | None = None, dry_run: bool = False, return_predictions: bool = False) -> dict:
+         dry_run: bool = False, return_predictions: bool = False) -> dict:
     """Evaluate on the test set; return average loss, accuracy and counts (and, if asked, every prediction)."""
     model.eval()  # evaluation mode: dropout off, batch norm uses the statistics it learned
     loss_sum, correct, seen = 0.0, 0, 0
@@ -238,7 +244,10 @@ def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_f
         for images, targets in test_loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             outputs = model(images)
-            loss_sum += loss_fn(outputs, targets).item() * len(targets)  # the loss is a batch mean
+            # The loss is the batch's mean: times the batch's size it is the batch's sum, and the
+            # sums divided once by the number of images give the right average even when the last
+            # batch is smaller than the others.
+            loss_sum += loss_fn(outputs, targets).item() * len(targets)
             predicted = outputs.argmax(dim=1)  # the class with the highest score
             correct += (predicted == targets).sum().item()
             seen += len(targets)
@@ -247,11 +256,9 @@ def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_f
                 targets_seen.append(targets.cpu())
             if dry_run:
                 break
+    print(f"Test Accuracy: {100 * correct / seen:.2f}% ({correct}/{seen}), Average loss: {loss_sum / seen:.4f}")
     metrics = {"test_loss": loss_sum / seen, "test_accuracy": correct / seen, "test_correct": correct,
                "test_images": seen}
-    if log is not None:
-        log.info(f"Test Accuracy: {100 * correct / seen:.2f}% ({correct}/{seen}), "
-                 f"Average loss: {loss_sum / seen:.4f}")
     if return_predictions:
         metrics |= {"predictions": torch.cat(predictions), "targets": torch.cat(targets_seen)}
     return metrics
@@ -291,16 +298,26 @@ def hardest_classes(counts: torch.Tensor, class_names: list[str], how_many: int 
     return ", ".join(f"{class_names[i]} {100 * per_class[i].item():.1f}%" for i in order)
 
 
-def open_tensorboard(out_dir: Path, log: logging.Logger):
+def open_tensorboard(out_dir: Path):
     """A SummaryWriter writing to <run folder>/tensorboard, or None (with a hint) if tensorboard is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log.info("--tensorboard: the tensorboard package is not installed (pip install tensorboard); "
-                 "carrying on without it.")
+        print("--tensorboard: the tensorboard package is not installed (pip install tensorboard); "
+              "carrying on without it.")
         return None
-    log.info(f"TensorBoard: view the curves with  tensorboard --logdir {out_dir / 'tensorboard'}")
+    print(f"TensorBoard: view the curves with  tensorboard --logdir {out_dir / 'tensorboard'}")
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+
+
+def add_scalars(writer, row: dict) -> None:
+    """Write one epoch's losses and accuracies to TensorBoard, and flush them to disk at once."""
+    epoch = row["epoch"]
+    writer.add_scalar("Loss/train", row["train_loss"], epoch)
+    writer.add_scalar("Loss/test", row["test_loss"], epoch)
+    writer.add_scalar("Accuracy/train", row["train_accuracy"], epoch)
+    writer.add_scalar("Accuracy/test", row["test_accuracy"], epoch)
+    writer.flush()  # a run stopped later (Ctrl-C, divergence) keeps the epochs it finished
 
 
 # --- Command line -----------------------------------------------------------------------------
@@ -316,7 +333,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--measured-stats", action="store_true",
                         help="normalise with the training set's measured mean and std instead of the posts' 0.5/0.5")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, metavar="N",
-                        help="input batch size for training (default: 64)")
+                        help="input batch size for training (default: 64; at least 2 for the CNN)")
     parser.add_argument("--test-batch-size", type=cli.positive_int, default=1000, metavar="N",
                         help="input batch size for testing (default: 1000)")
     parser.add_argument("--epochs", type=cli.positive_int, default=5, metavar="N",
@@ -337,12 +354,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print the training loss every N steps (default: 100)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train on one batch and test on one batch, to check that everything runs")
-    parser.add_argument("--save-checkpoint", action="store_true",
-                        help="write checkpoint.pt (weights, optimizer, scheduler, epoch, per-epoch metrics) "
-                             "after every epoch")
-    parser.add_argument("--resume", type=Path, default=None, metavar="PATH",
-                        help="continue training from a checkpoint.pt; pass the same --model, --dataset, "
-                             "--optimizer, --scheduler and --batch-size, and a larger --epochs")
+    # Every run now writes checkpoint.pt after each epoch; older commands that ask for it still work.
+    parser.add_argument("--save-checkpoint", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
+                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
+                             "(the flags that define the run must be the same; --epochs may grow)")
     parser.add_argument("--save-model", action="store_true",
                         help="save the trained weights alone (a state dict) as <dataset>_<model>.pt in the run folder")
     parser.add_argument("--tensorboard", action="store_true",
@@ -352,148 +368,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# A checkpoint resumes only into the same set-up: anything else would silently train a different run.
-RESUME_MUST_MATCH = ("model", "dataset", "optimizer", "scheduler", "batch_size", "measured_stats")
-
-
-def check_resume_arguments(path: Path, args: argparse.Namespace) -> None:
-    """Raise a UserError if the checkpoint at `path` cannot continue with this run's settings.
-
-    Checked first, before the data is loaded, and before any state is: an SGD state loaded
-    into Adam, say, would fail with a KeyError deep inside torch.
-    """
-    if not path.is_file():
-        raise cli.UserError(f"--resume: checkpoint {path} does not exist")
-    state = safe_load(path)
-    if not isinstance(state, dict) or "model_state_dict" not in state:
-        return  # not a full checkpoint: load_checkpoint() will say what it is
-    saved = state.get("args") if isinstance(state.get("args"), dict) else {}
-    for name in RESUME_MUST_MATCH:
-        if name in saved and saved[name] != getattr(args, name):
-            flag = "--" + name.replace("_", "-")
-            raise cli.UserError(f"{path} was trained with {flag} {saved[name]}, this run asks for "
-                                f"{getattr(args, name)}; pass {flag} {saved[name]} to resume it")
-    if state.get("model_class", MODELS[args.model].__name__) != MODELS[args.model].__name__:
-        return  # another lesson's model: load_checkpoint() names it
-    if isinstance(state.get("epoch"), int) and state["epoch"] >= args.epochs:
-        raise cli.UserError(f"{path} has already trained {state['epoch']} epoch(s); "
-                            f"pass --epochs larger than that to train further")
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Train and test one model; write metrics, figures and (if asked) checkpoints; return the history."""
+    """Train and test one model; write checkpoints, metrics and figures to the run folder; return the history."""
     args = parse_args(argv)
-    plots.use_backend(args.show)
+    if args.model == "cnn" and args.batch_size == 1:
+        raise cli.UserError("--model cnn needs --batch-size 2 or more: batch norm normalises each training batch "
+                            "by its own mean and variance, which a batch of one image does not have")
     device = device_from_args(args)
-    if args.resume is not None:
-        check_resume_arguments(args.resume, args)
-    loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
-    # The run folder is made only once the data is there, so a failed start leaves nothing behind.
-    # A resumed run keeps writing into the folder its checkpoint came from.
-    out_dir = cli.make_run_dir(args.out_dir or (args.resume.parent if args.resume else None),
-                               f"{args.dataset}_{args.model}")
-    log = get_logger("fashion_mnist", out_dir / "train.log")
-    try:
-        return run(args, device, loaded, out_dir, log)
-    finally:
-        close_logger(log)  # also on errors and Ctrl-C (Windows cannot delete an open log file)
-
-
-def run(args: argparse.Namespace, device: torch.device, loaded: LoadedData, out_dir: Path,
-        log: logging.Logger) -> list[dict]:
-    """The body of main(): model, the epochs, then the figures."""
     loader_generator = seed_everything(args.seed, args.deterministic)
-    log.info(describe(device))
-    log.info(f"{args.dataset}: {len(loaded.train_set):,} training and {len(loaded.test_set):,} test images, "
-             f"normalised with mean {loaded.mean} and std {loaded.std}")
+
+    # 1. Data: the dataset, normalised, and its two loaders (training shuffled, test never).
+    loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
     train_loader, test_loader = make_loaders(loaded, args.batch_size, args.test_batch_size, device,
                                              loader_generator, args.num_workers)
 
+    # 2. Model, loss, optimizer and learning-rate schedule.
     model = build_model(args.model, device)
-    log.info(f"{model}\nParameters: {count_parameters(model):,}")
     loss_fn = nn.CrossEntropyLoss()  # softmax + negative log-likelihood, on the model's raw logits
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
-    scheduler = build_scheduler(args.scheduler, optimizer, args.step_size, args.gamma)
+    scheduler = build_scheduler(args.scheduler, optimizer, args.step_size, args.gamma)  # None: constant lr
 
-    history: list[dict] = []
-    start_epoch = 1
-    if args.resume is not None:
-        state = load_checkpoint(args.resume, model, optimizer, scheduler, loader_generator, map_location=device)
-        history, start_epoch = list(state["metrics"]), state["epoch"] + 1
-        log.info(f"Resuming from {args.resume} after epoch {state['epoch']}")
-    save_checkpoints = args.save_checkpoint or args.resume is not None
-    checkpoint_path = out_dir / "checkpoint.pt"
-    writer = open_tensorboard(out_dir, log) if args.tensorboard else None
-
-    epoch, last = start_epoch, {}
-    try:
-        for epoch in range(start_epoch, args.epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]  # the rate used this epoch (a scheduler changes it)
-            started = time.perf_counter()
-            train_metrics = train(model, device, train_loader, loss_fn, optimizer, epoch, args.epochs, log,
+    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
+    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
+    # A checkpoint resumes only with the flags that define the run: others would train a different one.
+    must_match = ("model", "dataset", "optimizer", "scheduler", "step_size", "gamma", "batch_size", "lr",
+                  "momentum", "measured_stats")
+    with TrainingRun(__file__, args, model, optimizer, scheduler, loader_generator, must_match=must_match,
+                     name=f"{args.dataset}_{args.model}") as run:
+        print(f"{args.dataset}: {len(loaded.train_set):,} training and {len(loaded.test_set):,} test images, "
+              f"normalised with mean {loaded.mean} and std {loaded.std}")
+        print(f"{model}\nParameters: {count_parameters(model):,}")
+        writer = open_tensorboard(run.out_dir) if args.tensorboard else None
+        for epoch in run.epochs():
+            train_metrics = train(model, device, train_loader, loss_fn, optimizer, epoch, args.epochs,
                                   args.log_interval, args.dry_run)
-            train_seconds = time.perf_counter() - started
-            if not math.isfinite(train_metrics["train_loss"]):
-                raise cli.UserError(f"training diverged: the loss became {train_metrics['train_loss']} in epoch "
-                                    f"{epoch}; try a smaller --lr (now {args.lr})")
-            last = test(model, device, test_loader, loss_fn, log, args.dry_run,
-                        return_predictions=epoch == args.epochs or args.dry_run)
-            test_metrics = {k: v for k, v in last.items() if k not in ("predictions", "targets")}
-            seconds = time.perf_counter() - started
+            test_metrics = test(model, device, test_loader, loss_fn, args.dry_run, return_predictions=True)
+            predictions, targets = test_metrics.pop("predictions"), test_metrics.pop("targets")
             if scheduler is not None:
-                scheduler.step()  # once per epoch, after the optimizer has stepped
-            images_per_second = train_metrics["train_images"] / train_seconds
-            history.append({"epoch": epoch, "lr": lr, **train_metrics, **test_metrics,
-                            "seconds": round(seconds, 3), "train_images_per_second": round(images_per_second, 1)})
-            log.info(f"Epoch {epoch} took {seconds:.1f} s (training: {images_per_second:,.0f} images/s)")
+                scheduler.step()  # once per epoch, after that epoch's optimizer steps
+            row = run.end_epoch(train_metrics, test_metrics)
             if writer is not None:
-                writer.add_scalar("Loss/train", train_metrics["train_loss"], epoch)
-                writer.add_scalar("Loss/test", test_metrics["test_loss"], epoch)
-                writer.add_scalar("Accuracy/train", train_metrics["train_accuracy"], epoch)
-                writer.add_scalar("Accuracy/test", test_metrics["test_accuracy"], epoch)
-            if save_checkpoints:
-                # The posts' checkpoint (epoch, weights, optimizer, loss) plus scheduler, arguments,
-                # metrics and random-number state, written atomically: a crash costs at most this epoch.
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, history, vars(args),
-                                loader_generator, extra={"loss": train_metrics["train_loss"]})
-            if args.dry_run:
-                break
-    except KeyboardInterrupt:
-        if save_checkpoints and checkpoint_path.is_file():
-            log.info(f"\nInterrupted during epoch {epoch}. {checkpoint_path} holds the last finished epoch; "
-                     f"continue with: --resume {checkpoint_path}")
-        else:
-            log.info(f"\nInterrupted during epoch {epoch}; nothing saved "
-                     "(pass --save-checkpoint to be able to resume).")
-        raise
-    finally:
+                add_scalars(writer, row)
         if writer is not None:
             writer.close()
 
-    plots.write_metrics(history, out_dir)
-    name = f"{type(model).__name__} on {args.dataset}"
-    plots.plot_curves(history, out_dir / "curves.png", title=name, show=args.show)
-    predictions, targets = last["predictions"], last["targets"]
-    shown = min(16, len(predictions))
-    images = torch.stack([loaded.test_set[i][0] for i in range(shown)])  # the test set is not shuffled
-    titles = [f"pred: {loaded.classes[p]}\ntrue: {loaded.classes[t]}"
-              for p, t in zip(predictions[:shown].tolist(), targets[:shown].tolist())]
-    plots.plot_image_grid(images, titles, out_dir / "predictions.png", loaded.mean, loaded.std, show=args.show)
-    counts = plots.confusion_matrix(targets, predictions, len(loaded.classes))
-    plot_confusion_matrix(counts, loaded.classes, out_dir / "confusion_matrix.png",
-                          title=f"{name}: {100 * last['test_accuracy']:.2f}% test accuracy", show=args.show)
-    log.info(f"Hardest classes: {hardest_classes(counts, loaded.classes)}")
-    outputs = ["train.log", "metrics.json", "metrics.csv", "curves.png", "predictions.png", "confusion_matrix.png"]
-    if save_checkpoints:
-        outputs.append(checkpoint_path.name)
-    if writer is not None:
-        outputs.append("tensorboard/")
-    if args.save_model:
-        model_path = out_dir / f"{args.dataset.replace('-', '_')}_{args.model.replace('-', '_')}.pt"
-        atomic_save(model.state_dict(), model_path)  # weights only: load with model.load_state_dict()
-        outputs.append(model_path.name)
-    log.info(f"Run folder: {out_dir} ({', '.join(outputs)})")
-    return history
+        # The figures, from the last epoch's predictions.
+        name = f"{type(model).__name__} on {args.dataset}"
+        run.save_curves(name)
+        # The test loader keeps the test set's order, so predictions[i] belongs to test_set[i].
+        shown = min(16, len(predictions))
+        images = torch.stack([loaded.test_set[i][0] for i in range(shown)])
+        titles = [f"pred: {loaded.classes[p]}\ntrue: {loaded.classes[t]}"
+                  for p, t in zip(predictions[:shown].tolist(), targets[:shown].tolist())]
+        # mean and std undo Normalize, so the pictures show the real 0..1 pixels.
+        plots.plot_image_grid(images, titles, run.out_dir / "predictions.png", loaded.mean, loaded.std,
+                              show=args.show)
+        counts = plots.confusion_matrix(targets, predictions, len(loaded.classes))
+        plot_confusion_matrix(counts, loaded.classes, run.out_dir / "confusion_matrix.png",
+                              title=f"{name}: {100 * row['test_accuracy']:.2f}% test accuracy", show=args.show)
+        print(f"Hardest classes: {hardest_classes(counts, loaded.classes)}")
+        if args.save_model:
+            run.save_weights(f"{args.dataset.replace('-', '_')}_{args.model.replace('-', '_')}.pt")
+    return run.history
 
 
 if __name__ == "__main__":

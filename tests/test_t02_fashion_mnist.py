@@ -5,13 +5,18 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lesson_tools import RecordingSGD, expected_gradients, extract_definitions, record_modes, run_copied_code
+from matplotlib.axes import Axes
+from torch.utils.data import DataLoader, TensorDataset
 
 from common import cli, plots, synthetic
 from common.checkpoint import safe_load
@@ -19,6 +24,7 @@ from T02_fashion_mnist import compare_hyperparameters, fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "T02_fashion_mnist"
+SCRIPT = FOLDER / "fashion_mnist.py"
 TIMING_KEYS = {"seconds", "train_images_per_second"}
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
@@ -44,22 +50,44 @@ def without_timing(history: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def cnn_root(tmp_path_factory) -> Path:
-    """A smaller FashionMNIST (500 train / 200 test) for the CNN, the slowest model on a CPU."""
+    """A smaller FashionMNIST for the CNN, the slowest model on a CPU.
+
+    481 = 15 x 32 + 1: with batches of 32 the last one would hold a single image, which batch
+    norm cannot train on; the script must drop it (and only it).
+    """
     root = tmp_path_factory.mktemp("t02-cnn-data")
-    synthetic.write_mnist(root, "FashionMNIST", train_size=500, test_size=200)
+    synthetic.write_mnist(root, "FashionMNIST", train_size=481, test_size=200)
     return root
 
 
-CNN_FLAGS = ["--model", "cnn", "--batch-size", "32", "--save-checkpoint", "--scheduler", "step", "--step-size", "1",
+CNN_FLAGS = ["--model", "cnn", "--batch-size", "32", "--scheduler", "step", "--step-size", "1",
              "--log-interval", "5", "--test-batch-size", "128"]
+CNN_STEPS = 15  # batches per epoch: 481 images, the last batch of one dropped
 
 
 @pytest.fixture(scope="module")
-def cnn_run(cnn_root, tmp_path_factory) -> tuple[Path, list[dict]]:
-    """One uninterrupted 2-epoch CNN run with a checkpoint, a saved model and a step scheduler."""
+def cnn_run(cnn_root, tmp_path_factory) -> tuple[Path, list[dict], dict]:
+    """One uninterrupted 2-epoch CNN run with a saved model and a step scheduler.
+
+    It also records what predictions.png shows: the titles, and every picture matplotlib draws.
+    """
     out_dir = tmp_path_factory.mktemp("cnn-run")
-    history = run(cnn_root, out_dir, "--epochs", "2", "--save-model", *CNN_FLAGS)
-    return out_dir, history
+    shown: dict = {"drawn": []}
+    real_grid, real_imshow = plots.plot_image_grid, Axes.imshow
+
+    def grid_spy(images, titles, *args, **kwargs):
+        shown["titles"] = titles
+        return real_grid(images, titles, *args, **kwargs)
+
+    def imshow_spy(self, array, *args, **kwargs):
+        shown["drawn"].append(np.array(array, copy=True))
+        return real_imshow(self, array, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "plot_image_grid", grid_spy)
+        patch.setattr(Axes, "imshow", imshow_spy)
+        history = run(cnn_root, out_dir, "--epochs", "2", "--save-model", *CNN_FLAGS)
+    return out_dir, history, shown
 
 
 # --- the models -------------------------------------------------------------------------------
@@ -97,24 +125,153 @@ def test_defaults_are_the_posts_set_up():
         ("mlp", "fashion-mnist", 64, 5, "sgd", 0.01, 0.9, "none", 100, False)
 
 
+# --- the lesson itself: mistakes a beginner makes must turn these red ---------------------------
+
+def small_loader(count: int = 96, batch_size: int = 32) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    images, targets = torch.randn(count, 1, 28, 28, generator=generator), torch.randint(0, 10, (count,))
+    return DataLoader(TensorDataset(images, targets), batch_size=batch_size)  # not shuffled: batches known
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_every_step_uses_this_batchs_gradient_alone(capsys):
+    """Catches a missing optimizer.zero_grad() (gradients pile up) and a loss that is not the batch mean."""
+    torch.manual_seed(0)
+    model, loader, loss_fn = fashion_mnist.NeuralNetwork(), small_loader(), torch.nn.CrossEntropyLoss()
+    optimizer = RecordingSGD(model.parameters())
+    metrics = fashion_mnist.train(model, torch.device("cpu"), loader, loss_fn, optimizer, 1, 1, log_interval=100)
+    expected = expected_gradients(model, loss_fn, loader)
+    assert len(optimizer.gradients) == len(expected) == 3
+    for got, want in zip(optimizer.gradients, expected):
+        assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+    assert metrics["train_images"] == 96 and metrics["train_seconds"] > 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_runs_in_training_mode_and_test_in_eval_mode(capsys):
+    model, loader, loss_fn = fashion_mnist.NeuralNetwork(), small_loader(), torch.nn.CrossEntropyLoss()
+    modes = record_modes(model)
+    model.eval()  # left in the wrong mode on purpose: train() must switch
+    fashion_mnist.train(model, torch.device("cpu"), loader, loss_fn, torch.optim.SGD(model.parameters(), lr=0.01),
+                        1, 1)
+    assert modes == [True, True, True]
+    modes.clear()
+    fashion_mnist.test(model, torch.device("cpu"), loader, loss_fn)  # left in training mode by train()
+    assert modes == [False, False, False]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_test_loss_is_the_eval_mode_mean_over_every_image(capsys):
+    """With a partial last batch, test_loss must be the plain mean over all images, in eval mode.
+
+    The CNN has dropout and batch norm, so a test() that forgets model.eval() gives other numbers.
+    """
+    torch.manual_seed(0)
+    model, loader, loss_fn = fashion_mnist.ConvNet(), small_loader(count=30, batch_size=12), torch.nn.CrossEntropyLoss()
+    metrics = fashion_mnist.test(model, torch.device("cpu"), loader, loss_fn, return_predictions=True)
+    images, targets = loader.dataset.tensors
+    with torch.no_grad():
+        output = model.eval()(images)
+        train_mode_loss = loss_fn(model.train()(images), targets).item()
+    loss = loss_fn(output, targets).item()
+    assert metrics["test_loss"] == pytest.approx(loss, rel=1e-5)
+    assert train_mode_loss != pytest.approx(loss, rel=1e-3)  # so the check above can tell the modes apart
+    assert metrics["test_correct"] == (output.argmax(1) == targets).sum().item() and metrics["test_images"] == 30
+    assert torch.equal(metrics["predictions"], output.argmax(1)) and torch.equal(metrics["targets"], targets)
+    assert re.search(r"Test Accuracy: \d+\.\d\d% \(\d+/30\), Average loss: \d+\.\d{4}\n", capsys.readouterr().out)
+
+
+def tiny_loaded(count: int) -> fashion_mnist.LoadedData:
+    dataset = TensorDataset(torch.zeros(count, 1, 28, 28), torch.arange(count))  # label = the image's index
+    return fashion_mnist.LoadedData(dataset, dataset, FASHION_CLASSES, 0.5, 0.5)
+
+
+def test_loaders_shuffle_training_only_and_drop_only_a_last_batch_of_one():
+    make = fashion_mnist.make_loaders
+    train_loader, test_loader = make(tiny_loaded(65), 32, 10, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert [len(t) for _, t in train_loader] == [32, 32]  # 65 = 2 x 32 + 1: the single image is left out
+    assert torch.cat([t for _, t in test_loader]).tolist() == list(range(65))  # every test image, in order
+    assert torch.cat([t for _, t in train_loader]).tolist() != sorted(torch.cat([t for _, t in train_loader]).tolist())
+    train_loader, _ = make(tiny_loaded(66), 32, 10, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert [len(t) for _, t in train_loader] == [32, 32, 2]  # a last batch of two is kept
+
+
+def test_model_train_and_test_copy_out_alone_and_the_whole_script_needs_common(tmp_path):
+    """One process (torch takes seconds to import): the copied pieces must run on their own; then a copy of
+    the whole script, with common/ out of reach, must stop with one line."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "fashion_mnist.py").write_text(SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
+    code = extract_definitions(SCRIPT, ["NeuralNetwork", "conv_block", "ConvNet", "train", "test"]) + \
+        textwrap.dedent("""
+        torch.manual_seed(0)
+        images = torch.randn(64, 1, 28, 28)
+        targets = (images.mean(dim=(1, 2, 3)) > 0).long()
+        loader = DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=16, shuffle=True)
+        for model in (NeuralNetwork(), ConvNet()):
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            train_metrics = train(model, torch.device("cpu"), loader, nn.CrossEntropyLoss(), optimizer, 1, 1,
+                                  log_interval=2)
+            test_metrics = test(model, torch.device("cpu"), loader, nn.CrossEntropyLoss(), return_predictions=True)
+            assert train_metrics["train_images"] == test_metrics["test_images"] == 64, (train_metrics, test_metrics)
+            assert 0 < train_metrics["train_loss"] < 5 and 0 <= test_metrics["test_accuracy"] <= 1
+            assert test_metrics["predictions"].shape == (64,)
+        print("copied code OK", flush=True)
+
+        import runpy
+        runpy.run_path("fashion_mnist.py", run_name="__main__")  # the whole script, without common/
+        print("the script ran without common/")
+    """)
+    result = run_copied_code(code, folder)
+    assert "copied code OK" in result.stdout, result.stderr
+    assert "Epoch [1/1], Step [4/4], Loss: " in result.stdout and "Test Accuracy: " in result.stdout
+    assert result.returncode != 0 and "the script ran without common/" not in result.stdout
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert "needs the repository's common/ folder" in result.stderr
+
+
 # --- training end to end ----------------------------------------------------------------------
 
-def test_cnn_end_to_end_with_the_posts_output(cnn_run, capsys):
-    out_dir, history = cnn_run
+def test_cnn_end_to_end_with_the_posts_output(cnn_run):
+    out_dir, history, _ = cnn_run
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[-1]["test_accuracy"] > 0.7  # ten classes: chance is 0.1
     assert history[-1]["test_images"] == 200  # every test image, the last partial batch included
-    assert [row["lr"] for row in history] == [0.01, 0.005]  # StepLR halved it after epoch 1
+    assert [row["train_images"] for row in history] == [480, 480]  # 481: the last batch of one dropped
+    assert [row["lr"] for row in history] == [0.01, 0.005]  # StepLR once per epoch: halved after epoch 1
     log = (out_dir / "train.log").read_text()
-    assert re.search(r"Epoch \[1/2\], Step \[5/16\], Loss: \d+\.\d{4}\n", log)
-    assert re.search(r"Epoch \[2/2\], Step \[15/16\], Loss: \d+\.\d{4}\n", log)
+    assert "Using device: cpu" in log
+    assert re.search(rf"Epoch \[1/2\], Step \[5/{CNN_STEPS}\], Loss: \d+\.\d{{4}}\n", log)
+    assert re.search(rf"Epoch \[2/2\], Step \[15/{CNN_STEPS}\], Loss: \d+\.\d{{4}}\n", log)
     assert re.search(r"Test Accuracy: \d+\.\d\d% \(\d+/200\), Average loss: \d+\.\d{4}\n", log)
     assert re.search(r"Epoch 2 took \d+\.\d s \(training: [\d,]+ images/s\)", log)
-    assert "Parameters: 953,066" in log and "ConvNet(" in log
-    for name in ("metrics.json", "metrics.csv", "curves.png", "predictions.png", "confusion_matrix.png"):
+    assert "Parameters: 953,066" in log and "ConvNet(" in log and "Hardest classes: " in log
+    for name in ("checkpoint.pt", "metrics.json", "metrics.csv", "curves.png", "predictions.png",
+                 "confusion_matrix.png", "fashion_mnist_cnn.pt"):
         assert (out_dir / name).is_file(), name
     for name in ("curves.png", "predictions.png", "confusion_matrix.png"):
         assert (out_dir / name).read_bytes()[:8] == PNG, name
+    assert f"Run folder: {out_dir} (" in log
+
+
+def test_prediction_pictures_are_the_first_test_images_with_their_own_predictions(cnn_root, cnn_run):
+    """Titles must be the model's prediction for test_set[i], drawn as the real 0..1 pixels of that image."""
+    out_dir, _, shown = cnn_run
+    loaded = fashion_mnist.load_data("fashion-mnist", cnn_root)
+    model = fashion_mnist.ConvNet()
+    model.load_state_dict(safe_load(out_dir / "fashion_mnist_cnn.pt"))
+    images = torch.stack([loaded.test_set[i][0] for i in range(16)])
+    with torch.no_grad():
+        predicted = model.eval()(images).argmax(1).tolist()
+    truth = [int(loaded.test_set[i][1]) for i in range(16)]
+    assert shown["titles"] == [f"pred: {FASHION_CLASSES[p]}\ntrue: {FASHION_CLASSES[t]}"
+                               for p, t in zip(predicted, truth)]
+    raw = (cnn_root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 28, 28)[:16] / 255.0
+    drawn = [array for array in shown["drawn"] if array.shape == (28, 28)]
+    assert len(drawn) == 16
+    for picture, expected in zip(drawn, pixels):
+        assert np.allclose(picture, expected, atol=1e-6)  # un-normalised: what the eye should see
 
 
 @pytest.mark.parametrize("model, flags", [("mlp", ["--batch-size", "16"]),
@@ -182,16 +339,17 @@ def test_classic_pipeline_gives_the_same_numbers(data_root, tmp_path):
     assert without_timing(fast) == without_timing(classic)
 
 
-def test_diverging_run_stops_with_a_hint(data_root, tmp_path, capsys):
-    err = user_error(["--data-dir", str(data_root), "--out-dir", str(tmp_path), "--epochs", "3", "--lr", "1000",
-                      "--no-accel"], capsys)
-    assert "training diverged" in err and "smaller --lr" in err
+def test_diverging_run_stops_with_one_line_and_leaves_nothing(data_root, tmp_path, capsys):
+    err = user_error(["--data-dir", str(data_root), "--out-dir", str(tmp_path / "run"), "--epochs", "3",
+                      "--lr", "1000", "--no-accel", "--save-model"], capsys)
+    assert "training diverged in epoch 1" in err and "learning rate 1000" in err and "smaller --lr" in err
+    assert not (tmp_path / "run").exists()  # no NaN weights, no checkpoint, no half-made folder
 
 
-# --- checkpoints ------------------------------------------------------------------------------
+# --- checkpoints, resume, Ctrl-C --------------------------------------------------------------
 
-def test_checkpoint_holds_the_posts_entries(cnn_run):
-    out_dir, history = cnn_run
+def test_every_run_writes_a_checkpoint_with_the_posts_entries(cnn_run):
+    out_dir, history, _ = cnn_run
     state = safe_load(out_dir / "checkpoint.pt")
     assert state["epoch"] == 2 and state["model_class"] == "ConvNet"
     assert {"model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "args", "metrics", "loss"} <= set(state)
@@ -200,7 +358,7 @@ def test_checkpoint_holds_the_posts_entries(cnn_run):
 
 
 def test_saved_model_reloads_to_identical_outputs(cnn_run):
-    out_dir, _ = cnn_run
+    out_dir, _, _ = cnn_run
     reloaded = fashion_mnist.ConvNet()
     reloaded.load_state_dict(safe_load(out_dir / "fashion_mnist_cnn.pt"))
     trained = fashion_mnist.ConvNet()
@@ -209,63 +367,99 @@ def test_saved_model_reloads_to_identical_outputs(cnn_run):
     assert torch.equal(reloaded.eval()(images), trained.eval()(images))
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(cnn_root, cnn_run, tmp_path, capsys):
-    # The CNN has dropout and shuffling: only restored random-number state makes the runs agree.
-    straight_dir, straight = cnn_run
-    run(cnn_root, tmp_path, "--epochs", "1", *CNN_FLAGS)
-    resumed = fashion_mnist.main(["--data-dir", str(cnn_root), "--no-accel", "--epochs", "2", *CNN_FLAGS,
-                                  "--resume", str(tmp_path / "checkpoint.pt")])
-    assert "Resuming from" in capsys.readouterr().out
-    assert without_timing(resumed) == without_timing(straight)
-    weights_straight = safe_load(straight_dir / "checkpoint.pt")["model_state_dict"]
-    weights_resumed = safe_load(tmp_path / "checkpoint.pt")["model_state_dict"]
-    assert weights_straight.keys() == weights_resumed.keys()
-    assert all(torch.equal(weights_straight[k], weights_resumed[k]) for k in weights_straight)
-
-
-def test_ctrl_c_keeps_the_last_finished_epoch(data_root, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_mid_epoch_then_the_printed_command_equals_an_uninterrupted_run(cnn_root, cnn_run, tmp_path,
+                                                                              monkeypatch, capsys):
+    # The CNN has dropout, batch norm and shuffling: only restored random-number state makes the runs agree.
+    straight_dir, straight, _ = cnn_run
     real_step, calls = torch.optim.SGD.step, {"n": 0}
 
     def step_then_interrupt(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 16 + 3:  # 16 batches make an epoch here: stop 3 batches into epoch 2
+        if calls["n"] == CNN_STEPS + 3:  # Ctrl-C 3 batches into epoch 2
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.SGD, "step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run(data_root, tmp_path, "--epochs", "3", "--save-checkpoint")
+        run(cnn_root, tmp_path / "split", "--epochs", "2", "--save-model", *CNN_FLAGS)
     monkeypatch.undo()
-    assert "Interrupted during epoch 2" in capsys.readouterr().out
-    assert safe_load(tmp_path / "checkpoint.pt")["epoch"] == 1
-    history = fashion_mnist.main(["--data-dir", str(data_root), "--no-accel", "--epochs", "2",
-                                  "--resume", str(tmp_path / "checkpoint.pt")])
-    assert [row["epoch"] for row in history] == [1, 2]
+    out = capsys.readouterr().out
+    assert "Interrupted during epoch 2" in out
+    assert safe_load(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1  # the last finished epoch, untouched
+    command = shlex.split(out.split("continue with:\n")[1].splitlines()[0])
+    assert command[:2] == ["python", os.path.relpath(SCRIPT)]
+    resumed = fashion_mnist.main(command[2:])  # the command exactly as printed
+    assert "Resuming from" in capsys.readouterr().out
+    assert without_timing(resumed) == without_timing(straight)
+    split_dir = tmp_path / "split"
+    resumed_state, straight_state = safe_load(split_dir / "checkpoint.pt"), safe_load(straight_dir / "checkpoint.pt")
+    for key in ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict"):
+        assert identical(resumed_state[key], straight_state[key]), key  # bit for bit
+    assert resumed_state["scheduler_state_dict"]["last_epoch"] == 2  # the schedule carried on, not restarted
+    assert identical(safe_load(split_dir / "fashion_mnist_cnn.pt"), safe_load(straight_dir / "fashion_mnist_cnn.pt"))
 
 
-def test_ctrl_c_without_checkpoints_says_nothing_was_saved(data_root, tmp_path, monkeypatch, capsys):
+def identical(a, b) -> bool:
+    """Equal, tensors bit for bit, through nested dicts and lists (state dicts)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(identical(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_ctrl_c_in_the_first_epoch_leaves_nothing(data_root, tmp_path, monkeypatch, capsys):
     def interrupt(self, *args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch.optim.SGD, "step", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run(data_root, tmp_path, "--epochs", "1")
-    assert "nothing saved (pass --save-checkpoint to be able to resume)" in capsys.readouterr().out
-    assert not (tmp_path / "checkpoint.pt").exists()
+        run(data_root, tmp_path / "run", "--epochs", "1")
+    assert "before any epoch finished: nothing to keep" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--optimizer", "adam"], "trained with --optimizer sgd"),
-    (["--model", "mlp"], "trained with --model cnn"),
-    (["--scheduler", "none"], "trained with --scheduler step"),
-    (["--model", "cnn", "--scheduler", "step", "--epochs", "2"], "already trained 2 epoch(s)"),
+def folder_state(folder: Path) -> dict:
+    return {path.name: (path.stat().st_mtime_ns, path.stat().st_size) for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize("flags, messages", [
+    (["--lr", "0.5", "--momentum", "0"], ["--lr 0.01 (this run: 0.5)", "--momentum 0.9 (this run: 0.0)"]),
+    (["--optimizer", "adam"], ["--optimizer sgd (this run: adam)"]),
+    (["--scheduler", "none", "--batch-size", "16"], ["--scheduler step (this run: none)",
+                                                     "--batch-size 32 (this run: 16)"]),
+    (["--step-size", "2", "--gamma", "0.1"], ["--step-size 1 (this run: 2)", "--gamma 0.5 (this run: 0.1)"]),
+    (["--measured-stats"], ["--measured-stats False (this run: True)"]),
+    (["--model", "mlp"], ["holds a ConvNet model, not a NeuralNetwork"]),
+    (["--epochs", "2"], ["already trained 2 epoch(s)"]),
 ])
-def test_resume_with_other_settings_is_refused(cnn_run, tmp_path, capsys, flags, message):
-    out_dir, _ = cnn_run
-    argv = ["--model", "cnn", "--scheduler", "step", "--batch-size", "32", "--epochs", "3", *flags,
-            "--resume", str(out_dir / "checkpoint.pt"), "--out-dir", str(tmp_path)]
-    assert message in user_error(argv, capsys)
+def test_resume_with_other_settings_is_refused_and_touches_nothing(cnn_root, cnn_run, capsys, flags, messages):
+    out_dir, _, _ = cnn_run
+    before = folder_state(out_dir)
+    err = user_error(["--data-dir", str(cnn_root), "--no-accel", *CNN_FLAGS, "--epochs", "3", *flags,
+                      "--resume", str(out_dir / "checkpoint.pt")], capsys)
+    for words in messages:
+        assert words in err
+    assert folder_state(out_dir) == before  # not even train.log has a new line
 
+
+def test_resume_from_a_weights_only_file_is_refused(cnn_root, cnn_run, capsys):
+    out_dir, _, _ = cnn_run
+    err = user_error(["--data-dir", str(cnn_root), "--no-accel", "--model", "cnn",
+                      "--resume", str(out_dir / "fashion_mnist_cnn.pt")], capsys)
+    assert "not a full training checkpoint" in err
+
+
+def test_save_checkpoint_is_an_accepted_hidden_leftover(capsys):
+    assert fashion_mnist.parse_args(["--save-checkpoint"]).save_checkpoint  # older commands still run
+    with pytest.raises(SystemExit):
+        fashion_mnist.parse_args(["--help"])
+    assert "--save-checkpoint" not in capsys.readouterr().out  # every run checkpoints: nothing to ask for
+
+
+# --- TensorBoard ------------------------------------------------------------------------------
 
 def test_tensorboard_scalars_when_installed(data_root, tmp_path, monkeypatch):
     written = []
@@ -277,6 +471,9 @@ def test_tensorboard_scalars_when_installed(data_root, tmp_path, monkeypatch):
         def add_scalar(self, tag, value, step):
             written.append((tag, step))
 
+        def flush(self):
+            written.append(("flushed",))
+
         def close(self):
             written.append(("closed",))
 
@@ -285,8 +482,8 @@ def test_tensorboard_scalars_when_installed(data_root, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
     run(data_root, tmp_path, "--dry-run", "--tensorboard")
     assert written[0] == ("dir", str(tmp_path / "tensorboard"))
-    assert {"Loss/train", "Loss/test", "Accuracy/train", "Accuracy/test"} == {w[0] for w in written[1:-1]}
-    assert written[-1] == ("closed",)
+    assert {"Loss/train", "Loss/test", "Accuracy/train", "Accuracy/test"} == {w[0] for w in written[1:-2]}
+    assert written[-2:] == [("flushed",), ("closed",)]
 
 
 def test_tensorboard_missing_is_a_hint_not_a_crash(data_root, tmp_path, monkeypatch, capsys):
@@ -294,6 +491,7 @@ def test_tensorboard_missing_is_a_hint_not_a_crash(data_root, tmp_path, monkeypa
     history = run(data_root, tmp_path, "--dry-run", "--tensorboard")
     assert len(history) == 1 and history[0]["train_images"] == 64
     assert "tensorboard package is not installed (pip install tensorboard)" in capsys.readouterr().out
+    assert not (tmp_path / "checkpoint.pt").exists()  # a dry run is no epoch: nothing to resume
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -328,9 +526,20 @@ def user_error(argv: list[str], capsys, main=fashion_mnist.main) -> str:
     return err
 
 
+def test_cnn_with_batches_of_one_is_refused_before_anything_runs(tmp_path, capsys):
+    err = user_error(["--model", "cnn", "--batch-size", "1", "--data-dir", str(tmp_path / "nothing"),
+                      "--out-dir", str(tmp_path / "run")], capsys)
+    assert "--model cnn needs --batch-size 2 or more" in err and "batch norm" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_resume_file(tmp_path, capsys):
-    assert "does not exist" in user_error(["--resume", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path)],
-                                          capsys)
+    with pytest.raises(SystemExit) as exit_info:
+        fashion_mnist.main(["--resume", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "--resume: checkpoint" in err and "nope.pt does not exist" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_offline_without_data(tmp_path, capsys):
@@ -372,7 +581,9 @@ def test_study_runs_a_tiny_grid_and_survives_divergence_and_failure(data_root, t
                       "lr=0.001 batch=64 adam none": "failed: RuntimeError: out of memory (pretend)"}
     assert summary[0]["final_test_accuracy"] > 0.6
     out = capsys.readouterr().out
-    assert re.search(r"1/3  lr=0\.1 batch=64 sgd none\s+2\s+\d+\.\d{4}\s+\d+\.\d{4}\s+\d+\.\d\d%", out)
+    table_row = r"1/3  lr=0\.1 batch=64 sgd none\s+2\s+\d+\.\d{4}\s+\d+\.\d{4}\s+\d+\.\d\d%"
+    assert re.search(table_row, out) and re.search(table_row, (tmp_path / "study.log").read_text())
+    assert "Step [" not in out and "Test Accuracy" not in out  # the table, not every run's progress lines
     with open(tmp_path / "results.csv", newline="") as f:
         results = list(csv.DictReader(f))
     assert [(row["run"], row["epoch"]) for row in results] == [("1", "1"), ("1", "2")]
@@ -380,6 +591,15 @@ def test_study_runs_a_tiny_grid_and_survives_divergence_and_failure(data_root, t
     with open(tmp_path / "summary.csv", newline="") as f:
         assert [row["status"] for row in csv.DictReader(f)] == [row["status"] for row in summary]
     assert (tmp_path / "comparison.png").read_bytes()[:8] == PNG
+
+
+def test_study_where_every_run_fails_exits_2(data_root, tmp_path, capsys):
+    err = user_error(["--data-dir", str(data_root), "--out-dir", str(tmp_path), "--no-accel", "--epochs", "1",
+                      "--lr", "1000", "--lrs", "1000", "--batch-sizes", "64", "--optimizers", "sgd",
+                      "--schedulers", "none"], capsys, compare_hyperparameters.main)
+    assert "every run diverged or failed (1 of 1)" in err
+    with open(tmp_path / "summary.csv", newline="") as f:
+        assert [row["status"] for row in csv.DictReader(f)] == ["diverged in epoch 1"]  # still written
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -395,6 +615,13 @@ def test_study_bad_flags_one_line_exit_2(flags, message, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert message in err and err.count("\n") == 1
+
+
+def test_study_refuses_cnn_batches_of_one(tmp_path, capsys):
+    err = user_error(["--model", "cnn", "--batch-sizes", "1", "64", "--out-dir", str(tmp_path / "run")], capsys,
+                     compare_hyperparameters.main)
+    assert "--model cnn needs batch sizes of 2 or more" in err
+    assert not (tmp_path / "run").exists()
 
 
 # --- as a reader runs them: real processes, from inside the lesson folder -------------------------
@@ -415,10 +642,3 @@ def test_study_script_imports_the_lesson_and_fails_cleanly(tmp_path):
     result = script(str(FOLDER / "compare_hyperparameters.py"), "--batch-sizes", "0", cwd=tmp_path)
     assert result.returncode == 2  # reached argparse: the import of fashion_mnist worked from elsewhere
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-
-
-def test_resume_from_a_weights_only_file_is_refused(cnn_root, cnn_run, tmp_path, capsys):
-    out_dir, _ = cnn_run
-    err = user_error(["--data-dir", str(cnn_root), "--model", "cnn", "--out-dir", str(tmp_path),
-                      "--resume", str(out_dir / "fashion_mnist_cnn.pt")], capsys)
-    assert "not a full training checkpoint" in err
