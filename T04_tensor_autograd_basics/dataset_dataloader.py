@@ -18,14 +18,24 @@ import argparse
 import csv
 import math
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+    get_worker_info,
+)
 
 from common import cli
 from common.device import add_device_arguments, device_from_args
@@ -141,6 +151,38 @@ class SentencesDataset(Dataset):
         return torch.tensor([self.vocabulary[word] for word in self.SENTENCES[index].split()])
 
 
+class TinyImages(Dataset):
+    """MNIST-style images as torchvision's ToTensor() hands them over: (1, 28, 28) floats in [0, 1], and a label."""
+
+    def __init__(self, size: int = 10, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        # uint8 grey levels 0..255, as MNIST stores them
+        self.pixels = torch.randint(0, 256, (size, 28, 28), dtype=torch.uint8, generator=generator)
+        self.labels = torch.randint(0, 10, (size,), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        # ToTensor(): (H, W) uint8 -> (C, H, W) float in [0, 1]; a grey image has C = 1 channel
+        return self.pixels[index].unsqueeze(0).float() / 255, self.labels[index].item()
+
+
+class ShortestFirstBatchSampler(Sampler[list[int]]):
+    """A batch sampler of our own: batches of samples of similar length (less padding), shortest first."""
+
+    def __init__(self, lengths: list[int], batch_size: int) -> None:
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def __iter__(self):
+        order = sorted(range(len(self.lengths)), key=self.lengths.__getitem__)
+        for first in range(0, len(order), self.batch_size):
+            yield order[first:first + self.batch_size]  # one list of indices = one batch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
 def pad_batch(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """collate_fn: pad the sequences of a batch with 0 to the longest one; also return their lengths."""
     lengths = torch.tensor([len(sequence) for sequence in batch])
@@ -203,8 +245,30 @@ def first_batch(dataset: CsvPointsDataset, generator: torch.Generator) -> dict:
     return {"batch_shapes": (tuple(features.shape), tuple(targets.shape))}
 
 
+def image_batches() -> dict:
+    section(5, "A batch of images is (N, C, H, W): the post's [batch_size, input_size] only after flattening")
+    images = TinyImages(size=10)
+    image, _ = images[0]
+    batch, labels = next(iter(DataLoader(images, batch_size=4)))  # in order: samples 0, 1, 2, 3
+    flat = batch.view(batch.size(0), -1)  # what a Linear(784, ...) needs: one row of 784 numbers per image
+    print(f"one image {tuple(image.shape)}; a batch of 4 from the DataLoader: images {tuple(batch.shape)}, "
+          f"labels {tuple(labels.shape)}; batch.view(batch.size(0), -1) -> {tuple(flat.shape)}")
+    check(image.shape == (1, 28, 28) and batch.shape == (4, 1, 28, 28),
+          "the post says a batch has shape [batch_size, input_size]; in fact a batch of MNIST-style images is "
+          "[batch_size, 1, 28, 28] = (N, C, H, W)")
+    by_hand = [images.pixels[3, row, col].item() / 255 for row in range(28) for col in range(28)]  # row by row
+    check(flat.shape == (4, 784) and torch.allclose(flat[3], torch.tensor(by_hand)),
+          "only flattening makes it [batch_size, 784]: row after row of each image's 28 x 28 pixels")
+    linear = nn.Linear(28 * 28, 10)
+    message = raises(RuntimeError, lambda: linear(batch),
+                     "a Linear(784, 10) refuses the unflattened batch (it multiplies the last dimension, 28)")
+    print(f"  nn.Linear(784, 10)(batch) -> RuntimeError: {message}")
+    check(linear(flat).shape == (4, 10), "and takes the flattened one: (4, 784) -> (4, 10)")
+    return {"image_batch_shape": tuple(batch.shape), "flat_shape": tuple(flat.shape)}
+
+
 def batch_size_and_drop_last() -> dict:
-    section(5, "batch_size and drop_last")
+    section(6, "batch_size and drop_last")
     ten = IndexDataset(10)
     kept = batch_indices(DataLoader(ten, batch_size=4))
     dropped = batch_indices(DataLoader(ten, batch_size=4, drop_last=True))
@@ -216,7 +280,7 @@ def batch_size_and_drop_last() -> dict:
 
 
 def shuffling(seed: int) -> dict:
-    section(6, "shuffle (and a generator, for the same order every run)")
+    section(7, "shuffle (and a generator, for the same order every run)")
     ten = IndexDataset(10)
     in_order = sum(batch_indices(DataLoader(ten, batch_size=5)), [])
     loader = DataLoader(ten, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -232,7 +296,7 @@ def shuffling(seed: int) -> dict:
 
 
 def sampler_demo(points: PointsDataset, generator: torch.Generator) -> dict:
-    section(7, "A sampler: WeightedRandomSampler for an unbalanced dataset")
+    section(8, "A sampler: WeightedRandomSampler for an unbalanced dataset")
     counts = torch.bincount(points.labels, minlength=2)
     weights = 1.0 / counts[points.labels].double()  # rare class -> large weight
     sampler = WeightedRandomSampler(weights, num_samples=4000, replacement=True, generator=generator)
@@ -249,8 +313,44 @@ def sampler_demo(points: PointsDataset, generator: torch.Generator) -> dict:
     return {"weighted_share": share_after}
 
 
+def batch_sampler_demo() -> dict:
+    section(9, "batch_sampler: you decide which samples form each batch")
+    ten = IndexDataset(10)
+    batch_sampler = BatchSampler(SequentialSampler(ten), batch_size=3, drop_last=False)
+    print(f"list(BatchSampler(SequentialSampler(ten), batch_size=3, drop_last=False)) = {list(batch_sampler)}")
+    batches = batch_indices(DataLoader(ten, batch_sampler=batch_sampler))
+    print(f"DataLoader(ten, batch_sampler=...) gives the batches {batches}")
+    check(batches == [list(range(start, min(start + 3, 10))) for start in range(0, 10, 3)]
+          and batches == batch_indices(DataLoader(ten, batch_size=3)),
+          "the loader takes each list of indices the batch sampler yields as one batch: here what batch_size=3 does")
+    refused, message = [], ""
+    for option in ({"batch_size": 3}, {"shuffle": True}, {"sampler": SequentialSampler(ten)}, {"drop_last": True}):
+        try:
+            DataLoader(ten, batch_sampler=batch_sampler, **option)
+        except ValueError as err:
+            refused.append(next(iter(option)))
+            message = str(err)
+    print(f"  DataLoader(ten, batch_sampler=..., drop_last=True) -> ValueError: {message}")
+    check(refused == ["batch_size", "shuffle", "sampler", "drop_last"],
+          "so batch_sampler= must come without batch_size=, shuffle=, sampler= and drop_last=: each is a ValueError")
+    sentences = SentencesDataset()
+    lengths = [len(sentences[i]) for i in range(len(sentences))]
+    in_order = [tuple(padded.shape) for padded, _ in DataLoader(sentences, batch_size=2, collate_fn=pad_batch)]
+    grouped_loader = DataLoader(sentences, batch_sampler=ShortestFirstBatchSampler(lengths, batch_size=2),
+                                collate_fn=pad_batch)
+    grouped = [tuple(padded.shape) for padded, _ in grouped_loader]
+    print(f"sentences of lengths {lengths}, 2 per batch: padded batches {in_order} in order, {grouped} with "
+          f"ShortestFirstBatchSampler (its batches: {list(grouped_loader.batch_sampler)})")
+    padding = {name: sum(rows * columns for rows, columns in shapes) - sum(lengths)
+               for name, shapes in (("in order", in_order), ("grouped", grouped))}
+    check(list(grouped_loader.batch_sampler) == [[2, 0], [1, 3]] and padding == {"in order": 6, "grouped": 4},
+          "a custom batch sampler that groups similar lengths (here [2, 0] and [1, 3]) needs less padding: "
+          "4 padding zeros instead of 6")
+    return {"batch_sampler_batches": batches, "padding": padding}
+
+
 def collate_demo() -> dict:
-    section(8, "collate_fn: batching samples of different lengths")
+    section(10, "collate_fn: batching samples of different lengths")
     sentences = SentencesDataset()
     print("sample lengths: " + ", ".join(str(len(sentences[i])) for i in range(len(sentences))))
     message = raises(RuntimeError, lambda: next(iter(DataLoader(sentences, batch_size=4))),
@@ -264,7 +364,7 @@ def collate_demo() -> dict:
 
 
 def workers_demo(num_workers: int, generator: torch.Generator) -> dict:
-    section(9, f"num_workers={num_workers}: who loads each batch")
+    section(11, f"num_workers={num_workers}: who loads each batch")
     loader = DataLoader(IndexDataset(16), batch_size=4, num_workers=num_workers, worker_init_fn=seed_worker,
                         generator=generator)
     batches = list(loader)
@@ -284,17 +384,32 @@ def workers_demo(num_workers: int, generator: torch.Generator) -> dict:
 
 
 def pin_memory_demo(device: torch.device, dataset: CsvPointsDataset) -> dict:
-    section(10, "pin_memory, and moving a batch to the device")
-    pin = device.type == "cuda"  # pinned (page-locked) memory only speeds up copies to a CUDA GPU
-    features, targets = next(iter(DataLoader(dataset, batch_size=8, pin_memory=pin)))
-    if pin:
-        check(features.is_pinned(), "with pin_memory=True the batch arrives in pinned memory")
+    section(12, "pin_memory: page-locked memory on the HOST, not GPU memory")
+    # The same code on every machine: ask for pinned memory and look at what arrives.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        features, _ = next(iter(DataLoader(dataset, batch_size=8, pin_memory=True)))
+    pinned = features.is_pinned()
+    cuda = torch.cuda.is_available()
+    print(f"torch.cuda.is_available() = {cuda}; DataLoader(..., pin_memory=True) -> batch.device = {features.device}, "
+          f"batch.is_pinned() = {pinned}")
+    check(features.device.type == "cpu",
+          "the post says pin_memory loads the data into GPU memory; in fact the batch is still in CPU (host) memory")
+    if cuda:
+        check(pinned, "with CUDA, pin_memory=True gives pinned (page-locked) host memory: is_pinned() is True and "
+                      "the device is still cpu")
     else:
-        print(f"device {device}: pin_memory skipped (it only helps copies to a CUDA GPU); ran on {device.type}")
-    features = features.to(device, non_blocking=pin)  # non_blocking overlaps the copy with work (pinned only)
-    check(features.device.type == device.type, f"batch.to(device) put the batch on {device.type}")
-    return {"pinned": pin}
-
+        note = next((str(w.message) for w in caught if "pin_memory" in str(w.message)), "")
+        print(f"  torch warned: {note}")
+        check(not pinned and note, "without CUDA torch ignores pin_memory=True (with a warning): nothing is pinned")
+        print("  Pinning is done through the GPU's driver, so this machine can show only the device. On a CUDA "
+              "machine\n  the same lines check is_pinned() = True, with the batch still on the cpu.")
+    print("  Pinned memory lets the GPU copy it directly, so the copy is faster and .to(device, non_blocking=True)\n"
+          "  can overlap it with other work. The batch reaches the GPU only when you call .to(device).")
+    moved = features.to(device, non_blocking=pinned)  # the copy to the device: only here does the batch move
+    print(f"batch.to({str(device)!r}, non_blocking={pinned}) -> device {moved.device}")
+    check(moved.device.type == device.type, f"only batch.to(device) puts the batch on {device.type}")
+    return {"pinned": pinned}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="T04: Dataset and DataLoader, option by option, every claim checked.")
@@ -317,9 +432,11 @@ def main(argv: list[str] | None = None) -> dict:
     csv_dataset(points, out_dir)
     transformed = transforms_demo(out_dir, points)
     facts = first_batch(transformed, generator)
+    facts |= image_batches()
     facts |= batch_size_and_drop_last()
     facts |= shuffling(args.seed)
     facts |= sampler_demo(points, generator)
+    facts |= batch_sampler_demo()
     facts |= collate_demo()
     facts |= workers_demo(args.num_workers, generator)
     facts |= pin_memory_demo(device, transformed)

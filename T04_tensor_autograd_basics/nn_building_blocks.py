@@ -1,8 +1,9 @@
-"""T04 · The layers a network is made of: shapes, parameters, losses and one optimizer step.
+"""T04 · The layers a network is made of: shapes, parameters, losses, optimizer steps.
 
 The official tutorial's NeuralNetwork is taken apart layer by layer on a batch of three
-28x28 images, then Conv2d, MaxPool2d, Dropout and BatchNorm2d are tried on their own.
-Every claim is checked while the script runs.
+28x28 images, then Conv2d, MaxPool2d, Dropout and BatchNorm2d are tried on their own, then
+the common losses, and five optimizers on one small problem. Every claim is checked while
+the script runs.
 
     python T04_tensor_autograd_basics/nn_building_blocks.py
     python T04_tensor_autograd_basics/nn_building_blocks.py --graph   # needs torchviz and Graphviz
@@ -172,8 +173,76 @@ def losses() -> dict:
     return {"cross_entropy": cross_entropy.item(), "nll": nll.item()}
 
 
+def regression_and_binary_losses() -> dict:
+    section(7, "Losses for numbers and for yes/no: MSE, L1, SmoothL1, BCE, BCEWithLogits")
+    predictions, targets = [2.5, 0.0, 2.0, 8.0], [3.0, -0.5, 2.0, 7.0]
+    prediction, target = torch.tensor(predictions), torch.tensor(targets)
+    mse, l1 = nn.MSELoss()(prediction, target).item(), nn.L1Loss()(prediction, target).item()
+    smooth = nn.SmoothL1Loss(beta=1.0)(prediction, target).item()
+    differences = [p - t for p, t in zip(predictions, targets)]  # -0.5, 0.5, 0.0, 1.0: by hand, in Python
+    print(f"predictions {predictions}, targets {targets}:\n  MSELoss = {mse:.4f}, L1Loss = {l1:.4f}, "
+          f"SmoothL1Loss(beta=1) = {smooth:.4f}")
+    check(math.isclose(mse, sum(d * d for d in differences) / 4, rel_tol=1e-6),
+          "MSELoss = mean of the squared differences: (0.25 + 0.25 + 0 + 1) / 4 = 0.375")
+    check(math.isclose(l1, sum(abs(d) for d in differences) / 4, rel_tol=1e-6),
+          "L1Loss = mean of the absolute differences: (0.5 + 0.5 + 0 + 1) / 4 = 0.5")
+    smooth_each = nn.SmoothL1Loss(beta=1.0, reduction="none")(torch.tensor([0.5, 3.0]), torch.zeros(2)).tolist()
+    print(f"  SmoothL1Loss(beta=1) of a difference 0.5: {smooth_each[0]} (MSE would give 0.25, L1 0.5); "
+          f"of 3.0: {smooth_each[1]} (MSE 9.0, L1 3.0)")
+    check(smooth_each == [0.5 * 0.5**2 / 1.0, 3.0 - 0.5 * 1.0],
+          "SmoothL1 is 0.5 d^2 / beta below beta (0.125 at d = 0.5) and |d| - 0.5 beta above it (2.5 at d = 3): "
+          "gentle near 0 like MSE, growing only linearly for large errors like L1")
+
+    probabilities, labels = [0.9, 0.2, 0.6], [1.0, 0.0, 1.0]
+    bce = nn.BCELoss()(torch.tensor(probabilities), torch.tensor(labels)).item()
+    bce_by_hand = -sum(y * math.log(p) + (1 - y) * math.log(1 - p) for p, y in zip(probabilities, labels)) / 3
+    print(f"BCELoss(probabilities {probabilities}, labels {labels}) = {bce:.6f}; "
+          f"-mean(y log p + (1 - y) log(1 - p)) = {bce_by_hand:.6f}")
+    check(math.isclose(bce, bce_by_hand, rel_tol=1e-6),
+          "BCELoss = -mean(y log p + (1 - y) log(1 - p)), on probabilities p")
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    with_logits = nn.BCEWithLogitsLoss()(logits, torch.tensor(labels)).item()
+    on_sigmoid = nn.BCELoss()(torch.sigmoid(logits), torch.tensor(labels)).item()
+    print(f"logits {logits.tolist()}: BCEWithLogitsLoss = {with_logits:.6f}, "
+          f"BCELoss(sigmoid(logits)) = {on_sigmoid:.6f}")
+    check(math.isclose(with_logits, on_sigmoid, rel_tol=1e-6),
+          "for moderate logits BCEWithLogitsLoss(x) = BCELoss(sigmoid(x)): the sigmoid is inside the loss")
+
+    # Why the logits version: a confident wrong answer, logit x with label 0. The true loss is
+    # -log(1 - sigmoid(x)) = log(1 + e^x), worked out here in float64. In float32 sigmoid(x) rounds to
+    # exactly 1 from about x = 17, log(1 - 1) = -inf, and BCELoss clamps every log at -100.
+    print("a confident wrong answer: logit x, label 0; the exact loss is log(1 + e^x), its gradient sigmoid(x)")
+    print(f"  {'x':>5}  {'BCELoss(sigmoid(x))':>20}  {'BCEWithLogitsLoss(x)':>20}  {'exact':>11}  "
+          "d loss/dx: BCELoss, BCEWithLogitsLoss")
+    rows = {}
+    for value in (10.0, 30.0, 100.0):
+        exact = value + math.log1p(math.exp(-value))
+        row = []
+        for loss_of in (lambda x: nn.BCELoss()(torch.sigmoid(x), torch.zeros(1)),
+                        lambda x: nn.BCEWithLogitsLoss()(x, torch.zeros(1))):
+            x = torch.tensor([value], requires_grad=True)
+            loss = loss_of(x)
+            loss.backward()
+            row += [loss.item(), x.grad.item()]
+        rows[value] = (*row, exact)
+        print(f"  {value:>5}  {row[0]:20.6f}  {row[2]:20.6f}  {exact:11.6f}  {row[1]:.4f}, {row[3]:.4f}")
+    sigmoid_loss, sigmoid_grad, logits_loss, logits_grad, exact = rows[10.0]
+    check(abs(sigmoid_loss - exact) > 1e-4 and abs(logits_loss - exact) < 1e-5,
+          "at x = 10 BCELoss(sigmoid(x)) is already off in the 4th decimal; BCEWithLogitsLoss is right")
+    sigmoid_loss, sigmoid_grad, logits_loss, logits_grad, exact = rows[30.0]
+    check(sigmoid_loss == 100.0 and math.isclose(logits_loss, exact, rel_tol=1e-6) and sigmoid_grad == 0.0
+          and logits_grad == 1.0,
+          "at x = 30 BCELoss(sigmoid(x)) is clamped to 100 with gradient 0 (it stops learning); "
+          "BCEWithLogitsLoss gives 30 and gradient 1")
+    check(rows[100.0][0] == rows[100.0][2] == 100.0 and rows[100.0][1] == 0.0,
+          "at x = 100 both give 100.0, BCELoss only because its clamp at 100 happens to meet the true loss; "
+          "its gradient is still 0")
+    return {"mse": mse, "l1": l1, "smooth_l1": smooth, "bce": bce, "bce_with_logits": with_logits,
+            "unstable": rows}
+
+
 def optimizer_step(model: NeuralNetwork, images: torch.Tensor) -> dict:
-    section(7, "One optimizer step: zero_grad, backward, step")
+    section(8, "One optimizer step: zero_grad, backward, step")
     targets = torch.tensor([1, 4, 9])
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -190,9 +259,79 @@ def optimizer_step(model: NeuralNetwork, images: torch.Tensor) -> dict:
     return {"loss_before": before.item(), "loss_after": after.item(), "loss": before}
 
 
+FIRST_STEP_FORMULAS = {  # the first update of each optimizer, printed with its check in section 9
+    "SGD": "lr * g",
+    "SGD, momentum=0.9": "lr * g (the velocity starts at g)",
+    "RMSprop": "lr * g / (sqrt((1 - alpha) g^2) + eps) = 10 lr * sign(g) with alpha = 0.99",
+    "Adagrad": "lr * g / (sqrt(g^2) + eps), about lr * sign(g)",
+    "Adam": "lr * m_hat / (sqrt(v_hat) + eps) = lr * g / (|g| + eps), about lr * sign(g)",
+}
+
+
+def quadratic_bowl(w: torch.Tensor) -> torch.Tensor:
+    """The problem section 9 solves: (w1 - 3)^2 + 5 (w2 + 1)^2, smallest (0) at w = (3, -1)."""
+    return (w[0] - 3) ** 2 + 5 * (w[1] + 1) ** 2
+
+
+def optimizers_compared(lr: float = 0.05, steps: int = 100) -> dict:
+    section(9, "Optimizers side by side: SGD, momentum, RMSprop, Adagrad, Adam")
+    gradient = [2 * (0 - 3), 2 * 5 * (0 + 1)]  # of the bowl at the start w = (0, 0), by hand: (-6, 10)
+    sign = [math.copysign(1.0, g) for g in gradient]
+    # Each optimizer's first step from the same start, by its formula (all running averages start at 0):
+    first_steps = {
+        "SGD": [lr * g for g in gradient],  # w -= lr * g
+        "SGD, momentum=0.9": [lr * g for g in gradient],  # the velocity starts as g itself
+        # square_avg = alpha * 0 + (1 - alpha) g^2 with alpha = 0.99: the step is lr * g / (0.1 |g|) = 10 lr
+        "RMSprop": [lr * g / (math.sqrt((1 - 0.99) * g * g) + 1e-8) for g in gradient],
+        "Adagrad": [lr * g / (math.sqrt(g * g) + 1e-10) for g in gradient],  # sum of g^2 so far is g^2
+        # m = 0.1 g and v = 0.001 g^2, each divided by its bias correction (1 - beta): lr * g / (|g| + eps)
+        "Adam": [lr * g / (math.sqrt(g * g) + 1e-8) for g in gradient],
+    }
+    makers = {
+        "SGD": lambda params: torch.optim.SGD(params, lr=lr),
+        "SGD, momentum=0.9": lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9),
+        "RMSprop": lambda params: torch.optim.RMSprop(params, lr=lr),
+        "Adagrad": lambda params: torch.optim.Adagrad(params, lr=lr),
+        "Adam": lambda params: torch.optim.Adam(params, lr=lr),
+    }
+    start_loss = quadratic_bowl(torch.zeros(2)).item()
+    print(f"minimise (w1 - 3)^2 + 5 (w2 + 1)^2 from w = (0, 0), loss {start_loss}; gradient there (-6, 10); "
+          f"lr = {lr} and {steps} steps for each")
+    adam_defaults = torch.optim.Adam([torch.zeros(1, requires_grad=True)]).defaults
+    print(f"Adam's defaults (optimizer.defaults): betas {adam_defaults['betas']}, eps {adam_defaults['eps']}")
+    check(adam_defaults["betas"] == (0.9, 0.999) and adam_defaults["eps"] == 1e-8,
+          "Adam's defaults are betas = (0.9, 0.999) and eps = 1e-8, as in the Adam paper")
+    print(f"  {'optimizer':<18} {'w after 1 step':>18} {'by hand':>18}   loss after {steps} steps")
+    results = {}
+    for name, make in makers.items():
+        w = torch.zeros(2, requires_grad=True)
+        optimizer = make([w])
+        for step in range(steps):
+            optimizer.zero_grad()
+            quadratic_bowl(w).backward()
+            optimizer.step()
+            if step == 0:
+                first = (-w).tolist()  # w started at 0 and moved by -(step): the step taken is -w
+        results[name] = {"first_step": first, "loss": quadratic_bowl(w).item()}
+        by_hand = first_steps[name]
+        print(f"  {name:<18} ({-first[0]:+.4f}, {-first[1]:+.4f}) ({-by_hand[0]:+.4f}, {-by_hand[1]:+.4f})   "
+              f"{results[name]['loss']:.3g}")
+    for name, by_hand in first_steps.items():
+        check(all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(results[name]["first_step"], by_hand)),
+              f"{name}'s first step (w = 0 - step) is the formula's: {FIRST_STEP_FORMULAS[name]}")
+    check(all(math.isclose(a, lr * s, rel_tol=1e-6) for name in ("Adagrad", "Adam")
+              for a, s in zip(results[name]["first_step"], sign))
+          and all(math.isclose(a, 10 * lr * s, rel_tol=1e-6) for a, s in zip(results["RMSprop"]["first_step"], sign)),
+          f"so Adagrad and Adam both start with a step of lr * sign(g) = {lr} per coordinate, whatever the size of g "
+          f"(-6 or 10), and RMSprop with 10 lr = {10 * lr}")
+    check(all(result["loss"] < start_loss for result in results.values()),
+          f"each of the five lowered the loss from {start_loss}")
+    return {"optimizers": results}
+
+
 def graph(loss: torch.Tensor, model: NeuralNetwork, out_dir: Path | None) -> Path | None:
     """Render the computation graph with torchviz, if it and Graphviz are installed."""
-    section(8, "The computation graph as a picture (--graph)")
+    section(10, "The computation graph as a picture (--graph)")
     if importlib.util.find_spec("torchviz") is None or shutil.which("dot") is None:
         print("--graph needs the torchviz package and Graphviz's `dot` program: pip install torchviz, and "
               "install Graphviz from https://graphviz.org/download/")
@@ -228,7 +367,9 @@ def main(argv: list[str] | None = None) -> dict:
     facts |= dropout()
     facts |= batch_norm(images)
     facts |= losses()
+    facts |= regression_and_binary_losses()
     facts |= optimizer_step(model, images)
+    facts |= optimizers_compared()
     loss = facts.pop("loss")
     if args.graph:
         facts["graph"] = graph(loss, model, args.out_dir)

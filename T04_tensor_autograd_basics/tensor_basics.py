@@ -1,4 +1,4 @@
-"""T04 · Tensors: creating them, their shape/dtype/device, arithmetic, reshaping, indexing, NumPy and devices.
+"""T04 · Tensors: creating them, shape/dtype/device, 0-D/bool/int8/complex, arithmetic, reshaping, indexing, devices.
 
 Every section prints what it does and checks what it claims; a claim that does not hold
 stops the script with "error: claim failed: ...".
@@ -10,6 +10,7 @@ stops the script with "error: claim failed: ...".
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -92,9 +93,82 @@ def dtypes_and_conversions() -> None:
     check((pixel + 10).item() == 4, "uint8 arithmetic wraps around: convert images with .float() first")
 
 
+def zero_d_tensors() -> dict:
+    """torch.tensor(3.5): a tensor with no dimensions, as every loss is; .item() gets the number out."""
+    section(4, "0-D tensors: one number, no dimensions")
+    scalar = torch.tensor(3.5)
+    value = scalar.item()
+    print(f"s = torch.tensor(3.5): shape {scalar.shape}, dim() {scalar.dim()}, numel() {scalar.numel()}; "
+          f"s.item() = {value!r} ({type(value).__name__})")
+    check(scalar.dim() == 0 and scalar.shape == torch.Size([]) and scalar.numel() == 1,
+          "torch.tensor(3.5) is 0-D: dim() 0, shape torch.Size([]), one element")
+    check(value == 3.5 and type(value) is float, ".item() turns a one-element tensor into a plain Python number")
+    one = torch.tensor([3.5])
+    print(f"torch.tensor([3.5]) is not the same thing: shape {one.shape}, dim() {one.dim()}")
+    check(one.dim() == 1 and one.shape == (1,), "torch.tensor([3.5]) is 1-D, shape (1,): a list with one number")
+    total = torch.tensor([1.0, 2.0, 3.0]).sum()
+    print(f"torch.tensor([1.0, 2.0, 3.0]).sum() = {total} (shape {total.shape})")
+    check(total.dim() == 0 and total.item() == 1.0 + 2.0 + 3.0,
+          "a reduction over everything (sum(), mean(), a loss) gives a 0-D tensor")
+    message = raises(IndexError, lambda: total[0],
+                     "a 0-D tensor has nothing to index: that is why the old loss.data[0] fails; use loss.item()")
+    print(f"  total[0] -> IndexError: {message}")
+    return {"scalar": (tuple(scalar.shape), scalar.dim(), value)}
+
+
+def more_dtypes() -> dict:
+    """bool masks, small integer types (int8 wraps around), complex numbers."""
+    section(5, "bool, int8/int32 and complex dtypes")
+    values = [3, 8, 1, 9, 5]
+    x = torch.tensor(values)
+    mask = x > 4
+    print(f"x = {values}; mask = x > 4 -> {mask.tolist()} ({mask.dtype}); mask.sum() = {mask.sum().item()}; "
+          f"x[mask] = {x[mask].tolist()}; mask.float().mean() = {mask.float().mean().item():.2f}")
+    check(mask.dtype == torch.bool and mask.tolist() == [v > 4 for v in values],
+          "a comparison gives a bool tensor: one True/False per element")
+    check(mask.sum().item() == sum(1 for v in values if v > 4) == 3
+          and math.isclose(mask.float().mean().item(), 3 / 5, rel_tol=1e-6),
+          "mask.sum() counts the Trues (True adds as 1), and mask.float().mean() is their share, 3/5")
+    check((mask & (x < 9)).tolist() == [4 < v < 9 for v in values]
+          and (mask | (x == 1)).tolist() == [v > 4 or v == 1 for v in values]
+          and (~mask).tolist() == [v <= 4 for v in values],
+          "&, | and ~ combine masks element by element (and, or, not)")
+    message = raises(RuntimeError, lambda: mask and (x < 9), "Python's `and` on a tensor of several values is an error")
+    print(f"  mask and (x < 9) -> RuntimeError: {message}")
+
+    for dtype in (torch.int8, torch.int32):
+        info = torch.iinfo(dtype)
+        print(f"{dtype}: {info.min:,} to {info.max:,}, element_size() = {torch.zeros(1, dtype=dtype).element_size()} "
+              "(bytes per number)")
+    check((torch.iinfo(torch.int8).min, torch.iinfo(torch.int8).max) == (-2**7, 2**7 - 1)
+          and (torch.iinfo(torch.int32).min, torch.iinfo(torch.int32).max) == (-2**31, 2**31 - 1)
+          and torch.zeros(1, dtype=torch.int8).element_size() == 1
+          and torch.zeros(1, dtype=torch.int32).element_size() == 4,
+          "int8 is 1 byte, -128..127 (-2^7..2^7 - 1); int32 is 4 bytes, -2^31..2^31 - 1")
+    small = torch.tensor([127], dtype=torch.int8)
+    print(f"int8 127 + 1 = {(small + 1).item()} ({(small + 1).dtype}); as int32: {(small.int() + 1).item()}")
+    check((small + 1).dtype == torch.int8 and (small + 1).item() == (127 + 1 + 128) % 256 - 128 == -128,
+          "int8 overflow wraps around without an error: 127 + 1 = -128")
+    check((small.int() + 1).item() == 128, "convert to a wider type first (.int(), .long()) to get 128")
+
+    z = torch.tensor([3 + 4j, 1 - 1j])
+    print(f"z = torch.tensor([3+4j, 1-1j]): dtype {z.dtype}, {z.element_size()} bytes each; "
+          f"z.real = {z.real.tolist()}, z.imag = {z.imag.tolist()}, "
+          f"z.abs() = {[round(a, 4) for a in z.abs().tolist()]}")
+    check(z.dtype == torch.complex64 and z.real.dtype == torch.float32 and z.element_size() == 8,
+          "Python complex numbers become complex64: a float32 real part and a float32 imaginary part")
+    check(z.real.tolist() == [3.0, 1.0] and z.imag.tolist() == [4.0, -1.0]
+          and torch.allclose(z.abs(), torch.tensor([abs(3 + 4j), abs(1 - 1j)]))
+          and torch.equal(z * z, torch.tensor([(3 + 4j) ** 2, (1 - 1j) ** 2])),
+          "z.real, z.imag, z.abs() = sqrt(real^2 + imag^2) (5 and 1.4142) and z * z follow complex arithmetic")
+    return {"mask": mask.tolist(), "mask_sum": mask.sum().item(), "int8_wrap": (small + 1).item(),
+            "int_ranges": {str(d): (torch.iinfo(d).min, torch.iinfo(d).max) for d in (torch.int8, torch.int32)},
+            "complex": (z.real.tolist(), z.imag.tolist(), z.abs().tolist())}
+
+
 def arithmetic() -> None:
     """Three spellings of addition, out=, in-place ops with a trailing underscore, * against @."""
-    section(4, "Arithmetic, out= and in-place operations")
+    section(6, "Arithmetic, out= and in-place operations")
     x, y = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[10.0, 20.0], [30.0, 40.0]])
     result = torch.empty(2, 2)
     torch.add(x, y, out=result)  # writes into an existing tensor instead of making a new one
@@ -113,7 +187,7 @@ def arithmetic() -> None:
 
 def reshaping() -> None:
     """view, reshape, squeeze, unsqueeze, and the case where view refuses."""
-    section(5, "view, reshape, squeeze, unsqueeze")
+    section(7, "view, reshape, squeeze, unsqueeze")
     x = torch.arange(12)
     grid = x.view(3, 4)
     print(f"x = torch.arange(12); x.view(3, 4) =\n{grid}\nx.view(-1, 6).shape = {tuple(x.view(-1, 6).shape)} "
@@ -139,7 +213,7 @@ def reshaping() -> None:
 
 def indexing() -> None:
     """Rows, columns, slices, masks and index lists; which ones share memory."""
-    section(6, "Indexing and slicing")
+    section(8, "Indexing and slicing")
     x = torch.arange(12).view(3, 4)
     print(f"x =\n{x}")
     print(f"x[0] = {x[0].tolist()}, x[:, 1] = {x[:, 1].tolist()}, x[1:, :2] = {x[1:, :2].tolist()}, "
@@ -157,7 +231,7 @@ def indexing() -> None:
 
 def reductions() -> None:
     """sum/mean/max/min over everything or along one dim."""
-    section(7, "sum, mean, max and min with dim")
+    section(9, "sum, mean, max and min with dim")
     x = torch.tensor([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]])
     print(f"x =\n{x}")
     print(f"x.sum() = {x.sum().item()}, x.sum(dim=0) = {x.sum(dim=0).tolist()}, "
@@ -175,7 +249,7 @@ def reductions() -> None:
 
 def numpy_bridge() -> None:
     """tensor.numpy() and torch.from_numpy() share memory, both ways."""
-    section(8, "The NumPy bridge")
+    section(10, "The NumPy bridge")
     a = np.ones(5)
     t = torch.from_numpy(a)
     np.add(a, 1, out=a)  # change the NumPy array in place
@@ -194,7 +268,7 @@ def numpy_bridge() -> None:
 
 def devices(device: torch.device) -> dict:
     """to(device), .cpu(), is_cuda; return what happened, for the tests."""
-    section(9, "Moving tensors between the CPU and an accelerator")
+    section(11, "Moving tensors between the CPU and an accelerator")
     x = torch.ones(2, 2)
     print(f"chosen device: {device} (see --device, --no-accel; torch.cuda.is_available() = "
           f"{torch.cuda.is_available()})")
@@ -235,12 +309,14 @@ def main(argv: list[str] | None = None) -> dict:
     creating_tensors()
     shape_dtype_device()
     dtypes_and_conversions()
+    facts = zero_d_tensors()
+    facts |= more_dtypes()
     arithmetic()
     reshaping()
     indexing()
     reductions()
     numpy_bridge()
-    facts = devices(device)
+    facts |= devices(device)
     return {"device": str(device), **facts, "claims": done()}
 
 

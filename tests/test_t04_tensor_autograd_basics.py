@@ -86,7 +86,7 @@ def test_raises_fails_when_nothing_is_raised_and_picks_the_useful_line():
 def test_tensor_basics_runs_and_shows_shared_memory(capsys):
     facts = tensor_basics.main(["--no-accel"])
     out = capsys.readouterr().out
-    assert headings(out) == list(range(1, 10))
+    assert headings(out) == list(range(1, 12))
     assert "torch.tensor -> [1.0, 2.0, 3.0], torch.as_tensor -> [100.0, 2.0, 3.0], " \
            "torch.from_numpy -> [100.0, 2.0, 3.0]" in out
     assert "t = torch.from_numpy(a); np.add(a, 1, out=a) -> t = [2.0, 2.0, 2.0, 2.0, 2.0]" in out
@@ -95,6 +95,27 @@ def test_tensor_basics_runs_and_shows_shared_memory(capsys):
     assert facts["device"] == "cpu" and facts["accelerator"] is False
     assert "moves above ran on the CPU" in out
     assert facts["claims"] == out.count("  [ok] ") >= 30
+
+
+def test_tensor_basics_zero_d_bool_int8_and_complex(capsys):
+    """Sections 4 and 5 against NumPy and Python: a 0-D shape is (), int8 wraps like NumPy's int8, the mask
+    counts what Python counts, and |3+4j| = 5, |1-1j| = sqrt(2)."""
+    facts = tensor_basics.main(["--no-accel"])
+    out = capsys.readouterr().out
+    assert facts["scalar"] == (np.array(3.5).shape, np.array(3.5).ndim, 3.5) == ((), 0, 3.5)
+    assert "s.item() = 3.5 (float)" in out and "total[0] -> IndexError: invalid index of a 0-dim tensor" in out
+    values = [3, 8, 1, 9, 5]
+    assert facts["mask"] == [v > 4 for v in values] and facts["mask_sum"] == sum(v > 4 for v in values) == 3
+    assert f"mask.sum() = 3; x[mask] = {[v for v in values if v > 4]}; mask.float().mean() = 0.60" in out
+    wrapped = (np.array([127], dtype=np.int8) + np.array([1], dtype=np.int8))[0]
+    assert facts["int8_wrap"] == wrapped == -128 and "int8 127 + 1 = -128 (torch.int8); as int32: 128" in out
+    assert facts["int_ranges"] == {"torch.int8": (np.iinfo(np.int8).min, np.iinfo(np.int8).max),
+                                   "torch.int32": (np.iinfo(np.int32).min, np.iinfo(np.int32).max)}
+    assert "torch.int32: -2,147,483,648 to 2,147,483,647, element_size() = 4" in out
+    real, imag, magnitude = facts["complex"]
+    z = np.array([3 + 4j, 1 - 1j])
+    assert real == z.real.tolist() and imag == z.imag.tolist() and np.allclose(magnitude, [5.0, math.sqrt(2)])
+    assert "dtype torch.complex64, 8 bytes each" in out and "z.abs() = [5.0, 1.4142]" in out
 
 
 def test_a_broken_claim_stops_the_script_with_its_message(monkeypatch, capsys):
@@ -155,8 +176,54 @@ def test_dataset_dataloader_in_one_process(tmp_path, capsys):
     assert 0.45 < facts["weighted_share"] < 0.55
     assert facts["padded_shape"] == (4, 7)
     assert facts["workers"] == [[-1]] * 4 and "0: main process" in out
-    assert facts["pinned"] is False and "pin_memory skipped" in out
-    assert headings(out) == list(range(1, 11)) and facts["claims"] == out.count("  [ok] ")
+    assert facts["pinned"] is torch.cuda.is_available() and "batch.device = cpu" in out
+    assert headings(out) == list(range(1, 13)) and facts["claims"] == out.count("  [ok] ")
+
+
+def test_image_batches_are_n_c_h_w_until_flattened(capsys):
+    """The post's [batch_size, input_size] corrected: the tiny image set gives what torchvision's ToTensor() gives
+    an MNIST image (checked with ToTensor itself), a batch is (4, 1, 28, 28), and (4, 784) only after flattening."""
+    from torchvision.transforms import ToTensor
+
+    images = dataset_dataloader.TinyImages(size=10)
+    for index in (0, 7):
+        grey = Image.fromarray(images.pixels[index].numpy(), mode="L")  # an MNIST sample is such a PIL image
+        assert torch.equal(images[index][0], ToTensor()(grey))
+    facts = dataset_dataloader.image_batches()
+    out = capsys.readouterr().out
+    assert facts["image_batch_shape"] == (4, 1, 28, 28) and facts["flat_shape"] == (4, 28 * 28)
+    assert "images (4, 1, 28, 28), labels (4,); batch.view(batch.size(0), -1) -> (4, 784)" in out
+    assert "mat1 and mat2 shapes cannot be multiplied (112x28 and 784x10)" in out  # 4 * 1 * 28 rows of 28
+
+
+def test_batch_sampler_batches_and_the_options_it_excludes(capsys):
+    facts = dataset_dataloader.batch_sampler_demo()
+    out = capsys.readouterr().out
+    assert facts["batch_sampler_batches"] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    # padding zeros, worked out from the sentences' word counts: pairs in order, then pairs of sorted lengths
+    lengths = [len(sentence.split()) for sentence in dataset_dataloader.SentencesDataset.SENTENCES]
+    by_length = sorted(lengths)
+    pairs_in_order = [lengths[i:i + 2] for i in range(0, len(lengths), 2)]
+    pairs_grouped = [by_length[i:i + 2] for i in range(0, len(by_length), 2)]
+    assert facts["padding"] == {"in order": sum(len(p) * max(p) - sum(p) for p in pairs_in_order),
+                                "grouped": sum(len(p) * max(p) - sum(p) for p in pairs_grouped)} \
+        == {"in order": 6, "grouped": 4}
+    assert ("ValueError: batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and "
+            "drop_last") in out
+    assert headings(out) == [9] and out.count("  [ok] ") == 3
+
+
+def test_pin_memory_gives_host_memory_not_gpu_memory(tmp_path, capsys):
+    """The post's "pin_memory loads into GPU memory" corrected. On this CPU-only machine: the batch is on the CPU
+    and not pinned, and torch says why; on a CUDA machine the same call is pinned, still on the CPU."""
+    facts = dataset_dataloader.main(["--num-workers", "0", "--no-accel", "--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    section = out[out.index("12. pin_memory"):]
+    assert f"batch.device = cpu, batch.is_pinned() = {torch.cuda.is_available()}" in section
+    assert facts["pinned"] is torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        assert "torch warned: 'pin_memory' argument is set as true but no accelerator is found" in section
+    assert "batch.to('cpu', non_blocking=" in section
 
 
 def test_dataset_dataloader_with_two_spawned_workers(tmp_path, monkeypatch, capsys):
@@ -205,7 +272,7 @@ def test_nn_building_blocks_shapes_losses_and_step(capsys):
     assert facts["batch_norm_shape"] == (3, 6, 24, 24)
     assert 0.45 < facts["dropped_fraction"] < 0.55
     assert facts["loss_after"] < facts["loss_before"]
-    assert headings(out) == list(range(1, 8)) and "graph" not in facts  # no --graph: no section 8
+    assert headings(out) == list(range(1, 10)) and "graph" not in facts  # no --graph: no section 10
 
 
 def test_cross_entropy_matches_the_formula_in_numpy():
@@ -221,6 +288,73 @@ def test_cross_entropy_matches_the_formula_in_numpy():
     assert facts["nll"] == pytest.approx(expected, abs=1e-5)
 
 
+def test_regression_and_binary_losses_match_numpy(capsys):
+    """Section 7's losses, each worked out in float64 NumPy from its textbook formula."""
+    facts = nn_building_blocks.regression_and_binary_losses()
+    out = capsys.readouterr().out
+    d = np.array([2.5, 0.0, 2.0, 8.0]) - np.array([3.0, -0.5, 2.0, 7.0])
+    assert facts["mse"] == pytest.approx(np.mean(d ** 2)) and facts["l1"] == pytest.approx(np.mean(np.abs(d)))
+    smooth = np.where(np.abs(d) < 1.0, 0.5 * d ** 2, np.abs(d) - 0.5)  # beta = 1
+    assert facts["smooth_l1"] == pytest.approx(smooth.mean())
+    assert "MSELoss = 0.3750, L1Loss = 0.5000, SmoothL1Loss(beta=1) = 0.1875" in out
+    assert "of a difference 0.5: 0.125 (MSE would give 0.25, L1 0.5); of 3.0: 2.5" in out
+    p, y = np.array([0.9, 0.2, 0.6]), np.array([1.0, 0.0, 1.0])
+    assert facts["bce"] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    x = np.array([2.0, -1.0, 0.5])
+    # -log sigmoid(x) = log(1 + e^-x) for label 1, -log(1 - sigmoid(x)) = log(1 + e^x) for label 0
+    with_logits = np.where(y == 1, np.logaddexp(0, -x), np.logaddexp(0, x))
+    assert facts["bce_with_logits"] == pytest.approx(with_logits.mean())
+    for value, (_, _, logits_loss, logits_grad, exact) in facts["unstable"].items():
+        assert exact == pytest.approx(np.logaddexp(0, value), rel=1e-12)
+        assert logits_loss == pytest.approx(exact, rel=1e-6)
+        assert logits_grad == pytest.approx(1 / (1 + np.exp(-value)))  # d/dx log(1 + e^x) = sigmoid(x)
+    assert facts["unstable"][30.0][0] == 100.0 and facts["unstable"][30.0][1] == 0.0  # torch's clamp of log at -100
+    assert abs(facts["unstable"][10.0][0] - np.logaddexp(0, 10.0)) > 1e-4
+    assert re.search(r"\n +30\.0 +100\.000000 +30\.000000 +30\.000000 +0\.0000, 1\.0000\n", out)
+
+
+def numpy_optimizer(name: str, lr: float, steps: int) -> tuple[np.ndarray, float]:
+    """Each optimizer's update rule written out in float64 NumPy (torch's defaults) on the bowl
+    (w1 - 3)^2 + 5 (w2 + 1)^2 from (0, 0); returns w after the first step and the loss after `steps`."""
+    w, first = np.zeros(2), None
+    velocity, average, total, m, v = (np.zeros(2) for _ in range(5))
+    for t in range(1, steps + 1):
+        g = np.array([2 * (w[0] - 3), 10 * (w[1] + 1)])
+        if name == "SGD":
+            w = w - lr * g
+        elif name == "SGD, momentum=0.9":
+            velocity = g if t == 1 else 0.9 * velocity + g
+            w = w - lr * velocity
+        elif name == "RMSprop":
+            average = 0.99 * average + 0.01 * g ** 2
+            w = w - lr * g / (np.sqrt(average) + 1e-8)
+        elif name == "Adagrad":
+            total = total + g ** 2
+            w = w - lr * g / (np.sqrt(total) + 1e-10)
+        elif name == "Adam":
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g ** 2
+            w = w - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        if t == 1:
+            first = w.copy()
+    return first, (w[0] - 3) ** 2 + 5 * (w[1] + 1) ** 2
+
+
+def test_optimizers_compared_match_their_update_rules_in_numpy(capsys):
+    """Section 9: every optimizer's first step and its loss after 100 steps, against the update rule in NumPy."""
+    facts = nn_building_blocks.optimizers_compared()
+    out = capsys.readouterr().out
+    assert list(facts["optimizers"]) == ["SGD", "SGD, momentum=0.9", "RMSprop", "Adagrad", "Adam"]
+    for name, result in facts["optimizers"].items():
+        first, loss = numpy_optimizer(name, lr=0.05, steps=100)
+        assert np.allclose(-np.array(result["first_step"]), first, rtol=1e-6), name
+        assert result["loss"] == pytest.approx(loss, rel=0.02, abs=1e-7), name
+        assert result["loss"] < 14.0
+    assert np.allclose(numpy_optimizer("Adagrad", 0.05, 1)[0], [0.05, -0.05])  # lr * sign(g), g = (-6, 10)
+    assert np.allclose(numpy_optimizer("RMSprop", 0.05, 1)[0], [0.5, -0.5])  # 10 lr * sign(g)
+    assert "Adam's defaults (optimizer.defaults): betas (0.9, 0.999), eps 1e-08" in out
+    assert "  Adagrad            (+0.0500, -0.0500) (+0.0500, -0.0500)   4.91" in out
+
+
 def test_optimizer_step_uses_this_batchs_gradient_alone():
     """Guards the zero_grad() lesson: gradients left in .grad by an earlier backward() must not leak into
     the step. Dropping optimizer.zero_grad() (or taking another lr or sign) moves the weights elsewhere
@@ -229,7 +363,7 @@ def test_optimizer_step_uses_this_batchs_gradient_alone():
     model = nn_building_blocks.NeuralNetwork()
     images = torch.rand(3, 28, 28)
     reference = copy.deepcopy(model)
-    loss = F.cross_entropy(reference(images), torch.tensor([1, 4, 9]))  # the targets section 7 uses
+    loss = F.cross_entropy(reference(images), torch.tensor([1, 4, 9]))  # the targets section 8 uses
     gradients = torch.autograd.grad(loss, list(reference.parameters()))
     before = [p.detach().clone() for p in model.parameters()]
     for p in model.parameters():
@@ -249,7 +383,7 @@ def test_graph_flag_without_graphviz_prints_a_hint(monkeypatch, capsys):
 
 
 def test_graph_flag_renders_with_torchviz(tmp_path, monkeypatch):
-    """With torchviz (faked here) the script draws the graph of section 7's loss, with the parameter names."""
+    """With torchviz (faked here) the script draws the graph of section 8's loss, with the parameter names."""
     calls = {}
 
     class FakeDot:
