@@ -11,11 +11,13 @@ the predictions, the confusion matrix, checkpoints and hyper-parameters.
     python T02_fashion_mnist/fashion_mnist.py --model mlp-deep       # a deeper MLP
     python T02_fashion_mnist/fashion_mnist.py --model cnn            # the CNN
     python T02_fashion_mnist/fashion_mnist.py --model cnn --resume runs/<folder>/checkpoint.pt --epochs 8
+    python T02_fashion_mnist/fashion_mnist.py --val-size 5000 --patience 3 --epochs 30   # early stopping
     python T02_fashion_mnist/fashion_mnist.py --help                 # every flag
 
 Each run writes train.log, checkpoint.pt (after every epoch), metrics.json/.csv, curves.png,
-predictions.png and confusion_matrix.png to its run folder. compare_hyperparameters.py reuses
-this file's models, train() and test() for the posts' hyper-parameter study.
+predictions.png and confusion_matrix.png to its run folder, and best_model.pt with --val-size.
+compare_hyperparameters.py reuses this file's models, train(), evaluate() and test() for the
+posts' hyper-parameter study.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn, optim
 from torch.optim.lr_scheduler import StepLR
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 try:
     from common import cli, data, plots
+    from common.checkpoint import load_weights
     from common.device import add_device_arguments, device_from_args
     from common.lifecycle import TrainingRun
     from common.seed import seed_everything
@@ -91,7 +94,8 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """3x3 convolution, batch norm, ReLU, then a 2x2 max-pool that halves the height and width."""
     return nn.Sequential(
         # padding=1 keeps the size (28 -> 28). bias=False because the batch norm right after
-        # subtracts the mean anyway, which would cancel any bias.
+        # subtracts the mean anyway, which would cancel any bias. (The posts keep the bias: their
+        # CNN has 32 + 64 + 128 = 224 more weights, 953,290 instead of 953,066, that learn nothing.)
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(),
@@ -117,6 +121,10 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+# The names the posts give the two models: the same classes under the posts' names.
+NeuralNetwork_v1 = NeuralNetwork  # the posts' name for the tutorial's MLP
+ConvNeuralNetwork = ConvNet  # the posts' name for the CNN (953,066 weights here, 953,290 there: see conv_block)
+
 MODELS = {"mlp": NeuralNetwork, "mlp-deep": NeuralNetworkDeep, "cnn": ConvNet}
 
 
@@ -140,13 +148,17 @@ def count_parameters(model: nn.Module) -> int:
 
 @dataclass
 class LoadedData:
-    """The training and test sets, their class names and the Normalize values they were built with."""
+    """The training and test sets, their class names and the Normalize values they were built with.
+
+    `val_set` holds the validation images once hold_out_validation() has taken them out of `train_set`.
+    """
 
     train_set: Dataset
     test_set: Dataset
     classes: list[str]
     mean: float
     std: float
+    val_set: Dataset | None = None
 
 
 def load_data(name: str, data_dir: Path | None, measured_stats: bool = False,
@@ -170,6 +182,26 @@ def load_data(name: str, data_dir: Path | None, measured_stats: bool = False,
     return LoadedData(train_set, test_set, classes, mean, std)
 
 
+def split_validation(dataset: Dataset, val_size: int, seed: int) -> tuple[Subset, Subset]:
+    """Split `dataset` into (training, validation) subsets, `val_size` images in the second, fixed by `seed`."""
+    # A generator of its own: the split is the same for a given seed, and it draws nothing from
+    # torch's global random numbers, so the weights and the shuffling stay those of a run without it.
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, order[val_size:]), Subset(dataset, order[:val_size])
+
+
+def hold_out_validation(loaded: LoadedData, val_size: int, seed: int) -> LoadedData:
+    """Take `val_size` images, chosen by `seed`, out of the training set as a validation set."""
+    # Choosing anything (an epoch, a learning rate) by test accuracy leaks the test set into the
+    # choice, and the test accuracy stops being an honest estimate. The validation images are
+    # never trained on, so they can do the choosing; the test set is kept for the final figure.
+    if val_size >= len(loaded.train_set):
+        raise cli.UserError(f"--val-size {val_size}: the training set has only {len(loaded.train_set):,} images, "
+                            "and some must be left to train on; hold out fewer")
+    train_set, val_set = split_validation(loaded.train_set, val_size, seed)
+    return LoadedData(train_set, loaded.test_set, loaded.classes, loaded.mean, loaded.std, val_set)
+
+
 def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, device: torch.device,
                  generator: torch.Generator, num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
     """DataLoaders for training (shuffled by `generator`) and testing (never shuffled)."""
@@ -180,8 +212,13 @@ def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, devi
     drop_last = len(loaded.train_set) % batch_size == 1
     train_loader = DataLoader(loaded.train_set, batch_size=batch_size, shuffle=True, generator=generator,
                               drop_last=drop_last, **kwargs)
-    test_loader = DataLoader(loaded.test_set, batch_size=test_batch_size, shuffle=False, **kwargs)
+    test_loader = make_eval_loader(loaded.test_set, test_batch_size, device, num_workers)
     return train_loader, test_loader
+
+
+def make_eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
+    """A DataLoader to evaluate on (test or validation images): never shuffled."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **data.loader_options(num_workers, device))
 
 
 # --- Optimizer and learning-rate schedule -----------------------------------------------------
@@ -216,6 +253,10 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss
     loss_sum = torch.zeros((), device=device)  # tensors, so the GPU never waits for .item() each step
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    # The post's running_loss: the batch losses since the last printed line, printed as their average.
+    # The post adds loss.item() to a float every step; .item() makes the CPU wait for the GPU, so we
+    # add up a tensor instead and call .item() only when we print.
+    running_loss, running_steps = torch.zeros((), device=device), 0
     for step, (images, targets) in enumerate(train_loader, start=1):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         outputs = model(images)  # logits, one row of 10 scores per image
@@ -226,22 +267,27 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss
         loss_sum += loss.detach() * len(images)  # detach: keep the number, not the graph behind it
         correct += (outputs.argmax(dim=1) == targets).sum()
         seen += len(images)
+        running_loss += loss.detach()
+        running_steps += 1
         if step % log_interval == 0 or dry_run:
-            print(f"Epoch [{epoch}/{epochs}], Step [{step}/{steps}], Loss: {loss.item():.4f}")
+            # The average over the last log_interval steps, as the post's running_loss / 100: one
+            # batch's loss alone jumps up and down too much to show the trend.
+            print(f"Epoch [{epoch}/{epochs}], Step [{step}/{steps}], Loss: {running_loss.item() / running_steps:.4f}")
+            running_loss, running_steps = torch.zeros((), device=device), 0
         if dry_run:
             break
     return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen, "train_images": seen,
             "train_seconds": time.perf_counter() - started}
 
 
-def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_fn: nn.Module,
-         dry_run: bool = False, return_predictions: bool = False) -> dict:
-    """Evaluate on the test set; return average loss, accuracy and counts (and, if asked, every prediction)."""
+def evaluate(model: nn.Module, device: torch.device, loader: DataLoader, loss_fn: nn.Module,
+             dry_run: bool = False, return_predictions: bool = False) -> dict:
+    """Average loss, accuracy and counts of `model` on `loader`'s images (and, if asked, every prediction)."""
     model.eval()  # evaluation mode: dropout off, batch norm uses the statistics it learned
     loss_sum, correct, seen = 0.0, 0, 0
     predictions, targets_seen = [], []
     with torch.no_grad():  # no gradients needed to evaluate: faster, less memory
-        for images, targets in test_loader:
+        for images, targets in loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             outputs = model(images)
             # The loss is the batch's mean: times the batch's size it is the batch's sum, and the
@@ -256,12 +302,43 @@ def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_f
                 targets_seen.append(targets.cpu())
             if dry_run:
                 break
-    print(f"Test Accuracy: {100 * correct / seen:.2f}% ({correct}/{seen}), Average loss: {loss_sum / seen:.4f}")
-    metrics = {"test_loss": loss_sum / seen, "test_accuracy": correct / seen, "test_correct": correct,
-               "test_images": seen}
+    metrics = {"loss": loss_sum / seen, "accuracy": correct / seen, "correct": correct, "images": seen}
     if return_predictions:
         metrics |= {"predictions": torch.cat(predictions), "targets": torch.cat(targets_seen)}
     return metrics
+
+
+def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_fn: nn.Module,
+         dry_run: bool = False, return_predictions: bool = False) -> dict:
+    """Evaluate on the test set and print the post's line; return loss, accuracy and counts (and predictions)."""
+    metrics = evaluate(model, device, test_loader, loss_fn, dry_run, return_predictions)
+    print(f"Test Accuracy: {100 * metrics['accuracy']:.2f}%")  # as the post prints it
+    print(f"Test set: {metrics['correct']}/{metrics['images']} correct, average loss {metrics['loss']:.4f}")
+    return {"test_loss": metrics.pop("loss"), "test_accuracy": metrics.pop("accuracy"),
+            "test_correct": metrics.pop("correct"), "test_images": metrics.pop("images"),
+            **metrics}  # and the predictions, if asked for
+
+
+def validate(model: nn.Module, device: torch.device, val_loader: DataLoader, loss_fn: nn.Module,
+             dry_run: bool = False) -> dict:
+    """Evaluate on the validation images, print their accuracy; return val_loss and val_accuracy."""
+    metrics = evaluate(model, device, val_loader, loss_fn, dry_run)
+    print(f"Validation accuracy: {100 * metrics['accuracy']:.2f}%")
+    return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
+
+
+# --- Early stopping ---------------------------------------------------------------------------
+
+def best_epoch(history: list[dict]) -> dict | None:
+    """The row of the epoch with the highest validation accuracy (the earliest on a tie), or None."""
+    rows = [row for row in history if row.get("val_accuracy") is not None]
+    return max(rows, key=lambda row: row["val_accuracy"]) if rows else None  # max keeps the first of equals
+
+
+def epochs_without_improvement(history: list[dict]) -> int:
+    """How many epochs have passed since the best validation accuracy (0: the last epoch was the best)."""
+    best = best_epoch(history)
+    return history[-1]["epoch"] - best["epoch"] if best is not None else 0
 
 
 # --- Figures ----------------------------------------------------------------------------------
@@ -291,6 +368,12 @@ def plot_confusion_matrix(counts: torch.Tensor, class_names: list[str], path: Pa
     return plots.save_figure(fig, path, show)
 
 
+def prediction_titles(predictions: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> list[str]:
+    """One title per image, the predicted class above the true one; a wrong guess is marked ' (x)', as in T03."""
+    return [f"pred: {class_names[p]}" + ("" if p == t else " (x)") + f"\ntrue: {class_names[t]}"
+            for p, t in zip(predictions.tolist(), targets.tolist())]
+
+
 def hardest_classes(counts: torch.Tensor, class_names: list[str], how_many: int = 3) -> str:
     """The classes with the lowest test accuracy, e.g. 'Shirt 61.2%, Pullover 79.0%, Coat 80.3%'."""
     per_class = counts.diag().double() / counts.sum(dim=1).clamp_min(1)
@@ -317,6 +400,9 @@ def add_scalars(writer, row: dict) -> None:
     writer.add_scalar("Loss/test", row["test_loss"], epoch)
     writer.add_scalar("Accuracy/train", row["train_accuracy"], epoch)
     writer.add_scalar("Accuracy/test", row["test_accuracy"], epoch)
+    if "val_accuracy" in row:
+        writer.add_scalar("Loss/validation", row["val_loss"], epoch)
+        writer.add_scalar("Accuracy/validation", row["val_accuracy"], epoch)
     writer.flush()  # a run stopped later (Ctrl-C, divergence) keeps the epochs it finished
 
 
@@ -351,7 +437,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gamma", type=cli.positive_float, default=0.5, metavar="G",
                         help="learning-rate factor at each drop with --scheduler step (default: 0.5)")
     parser.add_argument("--log-interval", type=cli.positive_int, default=100, metavar="N",
-                        help="print the training loss every N steps (default: 100)")
+                        help="print the average training loss of the last N steps, every N steps (default: 100)")
+    parser.add_argument("--val-size", type=cli.non_negative_int, default=0, metavar="N",
+                        help="hold out N training images (chosen by --seed) as a validation set, report its accuracy "
+                             "every epoch and save the best epoch's weights as best_model.pt (default: 0, none)")
+    parser.add_argument("--patience", type=cli.non_negative_int, default=0, metavar="K",
+                        help="early stopping: stop after K epochs without a better validation accuracy and keep "
+                             "the best epoch's weights; needs --val-size (default: 0, off)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train on one batch and test on one batch, to check that everything runs")
     # Every run now writes checkpoint.pt after each epoch; older commands that ask for it still work.
@@ -365,7 +457,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also write loss and accuracy for TensorBoard (needs: pip install tensorboard)")
     add_device_arguments(parser)
     cli.add_run_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.patience and not args.val_size:
+        parser.error("--patience needs --val-size: early stopping watches the accuracy on validation images, "
+                     "never on the test set")
+    return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -379,8 +475,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     # 1. Data: the dataset, normalised, and its two loaders (training shuffled, test never).
     loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
+    if args.val_size:  # a validation set, held out of the training images: see hold_out_validation()
+        loaded = hold_out_validation(loaded, args.val_size, args.seed)
     train_loader, test_loader = make_loaders(loaded, args.batch_size, args.test_batch_size, device,
                                              loader_generator, args.num_workers)
+    val_loader = (make_eval_loader(loaded.val_set, args.test_batch_size, device, args.num_workers)
+                  if loaded.val_set is not None else None)
 
     # 2. Model, loss, optimizer and learning-rate schedule.
     model = build_model(args.model, device)
@@ -392,40 +492,66 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
     # A checkpoint resumes only with the flags that define the run: others would train a different one.
     must_match = ("model", "dataset", "optimizer", "scheduler", "step_size", "gamma", "batch_size", "lr",
-                  "momentum", "measured_stats")
+                  "momentum", "measured_stats", "val_size", "patience")
     with TrainingRun(__file__, args, model, optimizer, scheduler, loader_generator, must_match=must_match,
                      name=f"{args.dataset}_{args.model}") as run:
-        print(f"{args.dataset}: {len(loaded.train_set):,} training and {len(loaded.test_set):,} test images, "
-              f"normalised with mean {loaded.mean} and std {loaded.std}")
+        held_out = f", {len(loaded.val_set):,} validation" if loaded.val_set is not None else ""
+        print(f"{args.dataset}: {len(loaded.train_set):,} training{held_out} and {len(loaded.test_set):,} test "
+              f"images, normalised with mean {loaded.mean} and std {loaded.std}")
         print(f"{model}\nParameters: {count_parameters(model):,}")
         writer = open_tensorboard(run.out_dir) if args.tensorboard else None
+        stopped_early = False
         for epoch in run.epochs():
+            # Early stopping, read from the history before each epoch (so a resumed run that had
+            # already stopped stays stopped): K epochs in a row without a better validation accuracy.
+            if args.patience and epochs_without_improvement(run.history) >= args.patience:
+                stopped_early = True
+                break
             train_metrics = train(model, device, train_loader, loss_fn, optimizer, epoch, args.epochs,
                                   args.log_interval, args.dry_run)
+            val_metrics = validate(model, device, val_loader, loss_fn, args.dry_run) if val_loader else {}
+            best = best_epoch(run.history)
+            if val_metrics and (best is None or val_metrics["val_accuracy"] > best["val_accuracy"]):
+                # The best weights so far. Saved before this epoch's checkpoint: if the run stops in
+                # between, resuming trains this epoch again, to the same weights, and saves them again.
+                run.save_weights("best_model.pt")
             test_metrics = test(model, device, test_loader, loss_fn, args.dry_run, return_predictions=True)
             predictions, targets = test_metrics.pop("predictions"), test_metrics.pop("targets")
             if scheduler is not None:
                 scheduler.step()  # once per epoch, after that epoch's optimizer steps
-            row = run.end_epoch(train_metrics, test_metrics)
+            row = run.end_epoch(train_metrics, test_metrics, **val_metrics)
             if writer is not None:
                 add_scalars(writer, row)
         if writer is not None:
             writer.close()
 
-        # The figures, from the last epoch's predictions.
+        if args.patience:  # keep the best epoch's weights, not the last one's
+            best = best_epoch(run.history)
+            kept = f"epoch {best['epoch']} (validation accuracy {100 * best['val_accuracy']:.2f}%)"
+            if stopped_early:
+                print(f"Early stopping: no better validation accuracy for {args.patience} epochs; keeping {kept}")
+            else:
+                print(f"Keeping {kept}, the best on validation")
+            if best["epoch"] != run.history[-1]["epoch"]:  # always so after early stopping
+                load_weights(model, run.out_dir / "best_model.pt")
+                print("The kept weights on the test set:")
+                test_metrics = test(model, device, test_loader, loss_fn, args.dry_run, return_predictions=True)
+                predictions, targets = test_metrics.pop("predictions"), test_metrics.pop("targets")
+
+        # The figures, from the final model's predictions.
         name = f"{type(model).__name__} on {args.dataset}"
         run.save_curves(name)
         # The test loader keeps the test set's order, so predictions[i] belongs to test_set[i].
         shown = min(16, len(predictions))
         images = torch.stack([loaded.test_set[i][0] for i in range(shown)])
-        titles = [f"pred: {loaded.classes[p]}\ntrue: {loaded.classes[t]}"
-                  for p, t in zip(predictions[:shown].tolist(), targets[:shown].tolist())]
+        titles = prediction_titles(predictions[:shown], targets[:shown], loaded.classes)
         # mean and std undo Normalize, so the pictures show the real 0..1 pixels.
         plots.plot_image_grid(images, titles, run.out_dir / "predictions.png", loaded.mean, loaded.std,
                               show=args.show)
         counts = plots.confusion_matrix(targets, predictions, len(loaded.classes))
         plot_confusion_matrix(counts, loaded.classes, run.out_dir / "confusion_matrix.png",
-                              title=f"{name}: {100 * row['test_accuracy']:.2f}% test accuracy", show=args.show)
+                              title=f"{name}: {100 * test_metrics['test_accuracy']:.2f}% test accuracy",
+                              show=args.show)
         print(f"Hardest classes: {hardest_classes(counts, loaded.classes)}")
         if args.save_model:
             run.save_weights(f"{args.dataset.replace('-', '_')}_{args.model.replace('-', '_')}.pt")

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from common import cli, plots, synthetic
 from common.checkpoint import safe_load
+from common.lifecycle import TrainingRun
 from T02_fashion_mnist import compare_hyperparameters, fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +111,20 @@ def test_models_have_the_posts_shapes():
     assert fashion_mnist.count_parameters(fashion_mnist.NeuralNetwork()) == 669_706  # the tutorial's count
 
 
+def test_the_posts_class_names_are_the_same_classes():
+    assert fashion_mnist.NeuralNetwork_v1 is fashion_mnist.NeuralNetwork
+    assert fashion_mnist.ConvNeuralNetwork is fashion_mnist.ConvNet
+
+
+def test_cnn_has_953066_weights_and_the_posts_convolution_biases_would_make_953290():
+    cnn = fashion_mnist.ConvNet()
+    assert fashion_mnist.count_parameters(cnn) == 953_066
+    for block in cnn.features:  # the posts' nn.Conv2d(...) keeps its default bias=True
+        conv = block[0]
+        block[0] = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)
+    assert fashion_mnist.count_parameters(cnn) == 953_290  # the posts' figure: 32 + 64 + 128 biases more
+
+
 @pytest.mark.parametrize("name", ["mlp", "mlp-deep", "cnn"])
 def test_forward_gives_ten_logits_per_image(name):
     model = fashion_mnist.MODELS[name]().eval()
@@ -148,6 +163,40 @@ def test_every_step_uses_this_batchs_gradient_alone(capsys):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_the_loss_line_is_the_average_of_the_last_log_interval_steps(capsys):
+    """As the post's running_loss: the mean of the batch losses since the last line, not the last batch's."""
+    torch.manual_seed(0)
+    model, loader = fashion_mnist.NeuralNetwork(), small_loader(count=160, batch_size=32)  # 5 steps
+    losses = []
+
+    def recording_loss(outputs, targets):
+        loss = torch.nn.functional.cross_entropy(outputs, targets)
+        losses.append(loss.item())
+        return loss
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)  # a big step: each batch's loss differs clearly
+    fashion_mnist.train(model, torch.device("cpu"), loader, recording_loss, optimizer, 1, 3, log_interval=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"Epoch [1/3], Step [2/5], Loss: {(losses[0] + losses[1]) / 2:.4f}",
+                     f"Epoch [1/3], Step [4/5], Loss: {(losses[2] + losses[3]) / 2:.4f}"]  # step 5: no line
+    assert f"{losses[3]:.4f}" != f"{(losses[2] + losses[3]) / 2:.4f}"  # so the check tells the two apart
+
+
+def test_prediction_titles_mark_the_wrong_guesses_as_t03_does(capsys):
+    class AlwaysTShirt(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+    labels = torch.tensor([0, 1, 0, 9])
+    loader = DataLoader(TensorDataset(torch.zeros(4, 1, 28, 28), labels), batch_size=4)
+    metrics = fashion_mnist.test(AlwaysTShirt(), torch.device("cpu"), loader, torch.nn.CrossEntropyLoss(),
+                                 return_predictions=True)
+    assert fashion_mnist.prediction_titles(metrics["predictions"], metrics["targets"], FASHION_CLASSES) == [
+        "pred: T-shirt/top\ntrue: T-shirt/top", "pred: T-shirt/top (x)\ntrue: Trouser",
+        "pred: T-shirt/top\ntrue: T-shirt/top", "pred: T-shirt/top (x)\ntrue: Ankle boot"]
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_train_runs_in_training_mode_and_test_in_eval_mode(capsys):
     model, loader, loss_fn = fashion_mnist.NeuralNetwork(), small_loader(), torch.nn.CrossEntropyLoss()
     modes = record_modes(model)
@@ -178,7 +227,9 @@ def test_test_loss_is_the_eval_mode_mean_over_every_image(capsys):
     assert train_mode_loss != pytest.approx(loss, rel=1e-3)  # so the check above can tell the modes apart
     assert metrics["test_correct"] == (output.argmax(1) == targets).sum().item() and metrics["test_images"] == 30
     assert torch.equal(metrics["predictions"], output.argmax(1)) and torch.equal(metrics["targets"], targets)
-    assert re.search(r"Test Accuracy: \d+\.\d\d% \(\d+/30\), Average loss: \d+\.\d{4}\n", capsys.readouterr().out)
+    correct = (output.argmax(1) == targets).sum().item()
+    assert capsys.readouterr().out == (f"Test Accuracy: {100 * correct / 30:.2f}%\n"  # the post's line, two decimals
+                                       f"Test set: {correct}/30 correct, average loss {metrics['test_loss']:.4f}\n")
 
 
 def tiny_loaded(count: int) -> fashion_mnist.LoadedData:
@@ -202,7 +253,7 @@ def test_model_train_and_test_copy_out_alone_and_the_whole_script_needs_common(t
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     (folder / "fashion_mnist.py").write_text(SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
-    code = extract_definitions(SCRIPT, ["NeuralNetwork", "conv_block", "ConvNet", "train", "test"]) + \
+    code = extract_definitions(SCRIPT, ["NeuralNetwork", "conv_block", "ConvNet", "train", "evaluate", "test"]) + \
         textwrap.dedent("""
         torch.manual_seed(0)
         images = torch.randn(64, 1, 28, 28)
@@ -243,7 +294,7 @@ def test_cnn_end_to_end_with_the_posts_output(cnn_run):
     assert "Using device: cpu" in log
     assert re.search(rf"Epoch \[1/2\], Step \[5/{CNN_STEPS}\], Loss: \d+\.\d{{4}}\n", log)
     assert re.search(rf"Epoch \[2/2\], Step \[15/{CNN_STEPS}\], Loss: \d+\.\d{{4}}\n", log)
-    assert re.search(r"Test Accuracy: \d+\.\d\d% \(\d+/200\), Average loss: \d+\.\d{4}\n", log)
+    assert re.search(r"Test Accuracy: \d+\.\d\d%\n.*Test set: \d+/200 correct, average loss \d+\.\d{4}\n", log)
     assert re.search(r"Epoch 2 took \d+\.\d s \(training: [\d,]+ images/s\)", log)
     assert "Parameters: 953,066" in log and "ConvNet(" in log and "Hardest classes: " in log
     for name in ("checkpoint.pt", "metrics.json", "metrics.csv", "curves.png", "predictions.png",
@@ -264,7 +315,7 @@ def test_prediction_pictures_are_the_first_test_images_with_their_own_prediction
     with torch.no_grad():
         predicted = model.eval()(images).argmax(1).tolist()
     truth = [int(loaded.test_set[i][1]) for i in range(16)]
-    assert shown["titles"] == [f"pred: {FASHION_CLASSES[p]}\ntrue: {FASHION_CLASSES[t]}"
+    assert shown["titles"] == [f"pred: {FASHION_CLASSES[p]}{'' if p == t else ' (x)'}\ntrue: {FASHION_CLASSES[t]}"
                                for p, t in zip(predicted, truth)]
     raw = (cnn_root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()
     pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 28, 28)[:16] / 255.0
@@ -300,7 +351,8 @@ def test_mnist_with_measured_statistics(data_root, tmp_path, monkeypatch):
     assert shown["std"] == pytest.approx(pixels.std(), abs=1e-4)
     assert f"normalised with mean {shown['mean']} and std {shown['std']}" in (tmp_path / "train.log").read_text()
     assert len(shown["titles"]) == 16
-    assert all(re.fullmatch(r"pred: \d - \w+\ntrue: \d - \w+", title) for title in shown["titles"])  # MNIST's names
+    assert all(re.fullmatch(r"pred: \d - \w+( \(x\))?\ntrue: \d - \w+", title)  # MNIST's names
+               for title in shown["titles"])
 
 
 def test_figures_name_the_classes(data_root, tmp_path, monkeypatch):
@@ -319,7 +371,8 @@ def test_figures_name_the_classes(data_root, tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "plot_confusion_matrix", matrix_spy)
     history = run(data_root, tmp_path, "--epochs", "1", "--lr", "0.1")
     assert captured["class_names"] == FASHION_CLASSES
-    assert all(re.fullmatch(r"pred: (.+)\ntrue: (.+)", t) and t.split("\n")[0][6:] in FASHION_CLASSES
+    assert all(re.fullmatch(r"pred: (.+?)( \(x\))?\ntrue: (.+)", t)
+               and re.fullmatch(r"pred: (.+?)( \(x\))?\ntrue: (.+)", t).group(1) in FASHION_CLASSES
                for t in captured["titles"])
     counts = captured["counts"]
     assert counts.sum() == 300 and counts.diag().sum() == history[-1]["test_correct"]
@@ -432,6 +485,7 @@ def folder_state(folder: Path) -> dict:
                                                      "--batch-size 32 (this run: 16)"]),
     (["--step-size", "2", "--gamma", "0.1"], ["--step-size 1 (this run: 2)", "--gamma 0.5 (this run: 0.1)"]),
     (["--measured-stats"], ["--measured-stats False (this run: True)"]),
+    (["--val-size", "100", "--patience", "2"], ["--val-size 0 (this run: 100)", "--patience 0 (this run: 2)"]),
     (["--model", "mlp"], ["holds a ConvNet model, not a NeuralNetwork"]),
     (["--epochs", "2"], ["already trained 2 epoch(s)"]),
 ])
@@ -457,6 +511,113 @@ def test_save_checkpoint_is_an_accepted_hidden_leftover(capsys):
     with pytest.raises(SystemExit):
         fashion_mnist.parse_args(["--help"])
     assert "--save-checkpoint" not in capsys.readouterr().out  # every run checkpoints: nothing to ask for
+
+
+# --- validation and early stopping -------------------------------------------------------------
+
+def test_validation_split_is_disjoint_seeded_and_of_the_asked_size():
+    dataset = TensorDataset(torch.arange(100))
+    torch.manual_seed(0)
+    train_part, val_part = fashion_mnist.split_validation(dataset, 30, seed=1)
+    drawn_after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), drawn_after)  # its own generator: torch's global random numbers untouched
+    train_indices, val_indices = list(train_part.indices), list(val_part.indices)
+    assert len(val_indices) == 30 and len(train_indices) == 70
+    assert sorted(train_indices + val_indices) == list(range(100))  # disjoint, and nothing lost
+    assert val_indices == list(fashion_mnist.split_validation(dataset, 30, seed=1)[1].indices)  # fixed by the seed
+    assert val_indices != list(fashion_mnist.split_validation(dataset, 30, seed=2)[1].indices)
+    assert val_indices != list(range(30))  # drawn at random, not the first (or last) images
+    loaded = fashion_mnist.hold_out_validation(tiny_loaded(100), 30, seed=1)
+    assert sorted(int(loaded.train_set[i][1]) for i in range(70)) == sorted(train_indices)  # labels = indices
+    assert sorted(int(loaded.val_set[i][1]) for i in range(30)) == sorted(val_indices)
+    assert len(loaded.test_set) == 100  # the test set is not touched
+
+
+def test_val_size_reports_validation_accuracy_each_epoch(data_root, tmp_path, capsys):
+    history = run(data_root, tmp_path, "--dry-run", "--val-size", "200")
+    assert {"val_loss", "val_accuracy"} <= set(history[0])
+    log = (tmp_path / "train.log").read_text()
+    assert "fashion-mnist: 800 training, 200 validation and 300 test images" in log
+    assert re.search(rf"Validation accuracy: {100 * history[0]['val_accuracy']:.2f}%\n", log)
+    assert (tmp_path / "best_model.pt").is_file()
+
+
+def test_val_size_must_leave_training_images(data_root, tmp_path, capsys):
+    for main in (fashion_mnist.main, compare_hyperparameters.main):
+        err = user_error(["--data-dir", str(data_root), "--out-dir", str(tmp_path / "run"), "--no-accel",
+                          "--val-size", "1000"], capsys, main)
+        assert "--val-size 1000: the training set has only 1,000 images" in err
+    assert not (tmp_path / "run").exists()
+
+
+# Scripted validation accuracies: the best is epoch 2's; epochs 3 and 4 bring nothing better (a tie is not
+# better), so with --patience 2 the run stops before epoch 5 and keeps epoch 2's weights.
+VAL_CURVE = [0.50, 0.60, 0.55, 0.60, 0.70, 0.80]
+EARLY_FLAGS = ["--val-size", "200", "--patience", "2", "--save-model"]
+STOPPED = "Early stopping: no better validation accuracy for 2 epochs; keeping epoch 2 (validation accuracy 60.00%)\n"
+
+
+def script_validation(monkeypatch, first_epoch: int = 1) -> None:
+    """Make validate() report VAL_CURVE, one value per epoch from `first_epoch` on (a fixed, known curve)."""
+    epochs = iter(range(first_epoch, len(VAL_CURVE) + 1))
+
+    def scripted(model, device, val_loader, loss_fn, dry_run=False):
+        assert len(val_loader.dataset) == 200
+        accuracy = VAL_CURVE[next(epochs) - 1]
+        return {"val_loss": 1 - accuracy, "val_accuracy": accuracy}
+
+    monkeypatch.setattr(fashion_mnist, "validate", scripted)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_a_resumed_run_ends_the_same(data_root, tmp_path, monkeypatch,
+                                                                              capsys):
+    best_saves = []
+    real_save = TrainingRun.save_weights
+
+    def save_spy(self, filename):
+        if filename == "best_model.pt":
+            best_saves.append(self.epoch)
+        return real_save(self, filename)
+
+    monkeypatch.setattr(TrainingRun, "save_weights", save_spy)
+    script_validation(monkeypatch)
+    straight_dir, split_dir = tmp_path / "straight", tmp_path / "split"
+    straight = run(data_root, straight_dir, "--epochs", "6", *EARLY_FLAGS)
+    out = capsys.readouterr().out
+    assert [row["epoch"] for row in straight] == [1, 2, 3, 4]
+    assert [row["val_accuracy"] for row in straight] == VAL_CURVE[:4]
+    assert best_saves == [1, 2]  # whenever validation improved, and only then
+    assert STOPPED in out
+    # The final model is the best epoch's: the saved model, the figures and the last test lines come from it.
+    best = safe_load(straight_dir / "best_model.pt")
+    assert identical(safe_load(straight_dir / "fashion_mnist_mlp.pt"), best)
+    assert not identical(safe_load(straight_dir / "checkpoint.pt")["model_state_dict"], best)  # not epoch 4's
+    model = fashion_mnist.NeuralNetwork()
+    model.load_state_dict(best)
+    test_loader = DataLoader(fashion_mnist.load_data("fashion-mnist", data_root).test_set, batch_size=1000)
+    accuracy = fashion_mnist.evaluate(model, torch.device("cpu"), test_loader, torch.nn.CrossEntropyLoss())["accuracy"]
+    kept_test_lines = f"The kept weights on the test set:\nTest Accuracy: {100 * accuracy:.2f}%\n"
+    assert out.split(STOPPED)[1].startswith(kept_test_lines)
+
+    # Stopped after epoch 3, resumed: the best epoch and the epochs since come back from the checkpoint's history.
+    script_validation(monkeypatch)
+    run(data_root, split_dir, "--epochs", "3", *EARLY_FLAGS)
+    script_validation(monkeypatch, first_epoch=4)
+    resumed = run(data_root, split_dir, "--epochs", "6", *EARLY_FLAGS, "--resume", str(split_dir / "checkpoint.pt"))
+    assert without_timing(resumed) == without_timing(straight)
+    assert STOPPED in capsys.readouterr().out
+    for name in ("best_model.pt", "fashion_mnist_mlp.pt"):
+        assert identical(safe_load(split_dir / name), safe_load(straight_dir / name)), name
+    assert identical(safe_load(split_dir / "checkpoint.pt")["model_state_dict"],
+                     safe_load(straight_dir / "checkpoint.pt")["model_state_dict"])
+
+    # A run that had already stopped stays stopped when resumed with more epochs: nothing is trained.
+    script_validation(monkeypatch, first_epoch=len(VAL_CURVE) + 1)  # any validation now would fail
+    again = run(data_root, straight_dir, "--epochs", "8", *EARLY_FLAGS, "--resume", str(straight_dir / "checkpoint.pt"))
+    assert without_timing(again) == without_timing(straight)
+    assert STOPPED in capsys.readouterr().out
+    assert identical(safe_load(straight_dir / "fashion_mnist_mlp.pt"), best)
 
 
 # --- TensorBoard ------------------------------------------------------------------------------
@@ -508,6 +669,8 @@ def test_tensorboard_missing_is_a_hint_not_a_crash(data_root, tmp_path, monkeypa
     (["--scheduler", "cosine"], "argument --scheduler: invalid choice: 'cosine'"),
     (["--step-size", "0"], "--step-size: must be greater than 0"),
     (["--log-interval", "x"], "--log-interval: expected a whole number"),
+    (["--val-size", "-5"], "--val-size: must be 0 or more"),
+    (["--patience", "2"], "--patience needs --val-size"),
 ])
 def test_bad_flags_one_line_exit_2(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -563,6 +726,118 @@ def test_study_plan_changes_one_thing_at_a_time():
     assert len(compare_hyperparameters.plan_runs(compare_hyperparameters.parse_args(["--full-grid"]))) == 36
 
 
+def test_study_presets_and_explicit_flags_override_them(capsys):
+    parse = compare_hyperparameters.parse_args
+    project, post = parse([]), parse(["--preset", "post"])
+    assert (project.preset, project.momentum, project.adam_lr, project.step_size, project.gamma) == \
+        ("project", 0.9, 0.001, 2, 0.5)
+    assert (post.momentum, post.adam_lr, post.step_size, post.gamma) == (0.0, 0.01, 10, 0.1)  # the tuning post's
+    assert "lr=0.01 batch=64 adam none" in [config.label for config in compare_hyperparameters.plan_runs(post)]
+    given = parse(["--preset", "post", "--momentum", "0.9", "--step-size", "3"])
+    assert (given.momentum, given.adam_lr, given.step_size, given.gamma) == (0.9, 0.01, 3, 0.1)
+    assert compare_hyperparameters.describe_preset(given) == (
+        "Preset: post (the tuning post's settings, with --momentum 0.9 --step-size 3 from the command line): "
+        "SGD momentum 0.9, Adam lr 0.01, StepLR(step_size=3, gamma=0.1)")
+    assert parse(["--momentum", "0"]).momentum == 0.0  # an explicit 0 is a value, not "not given"
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    assert "overrides its preset value" in " ".join(capsys.readouterr().out.split())
+
+
+def test_study_says_when_steplr_never_acts():
+    def note(*flags: str):
+        args = compare_hyperparameters.parse_args(list(flags))
+        return compare_hyperparameters.scheduler_note(args, compare_hyperparameters.plan_runs(args))
+
+    assert note("--preset", "post") == (
+        "Note: StepLR(step_size=10, gamma=0.1) lowers the learning rate only after epoch 10, and each run trains "
+        "5 epoch(s): it never acts here, so the StepLR runs' lr column stays constant (train more than 10 epochs, "
+        "or lower --step-size)")
+    assert note("--epochs", "2") is not None  # step_size == epochs: it would act after the last epoch only
+    assert note() is None  # the project's StepLR halves the rate after epochs 2 and 4 of 5
+    assert note("--preset", "post", "--epochs", "11") is None
+    assert note("--preset", "post", "--schedulers", "none") is None  # no StepLR run at all
+
+
+def test_comparison_legends_are_ordered_by_value(monkeypatch):
+    """Batch sizes 32, 64, 128 in the legend, as on the axis of a plot, not in the order the runs were made."""
+    plan = compare_hyperparameters.plan_runs(compare_hyperparameters.parse_args([]))
+    summary = [{"run": number, "label": config.label, "studies": "; ".join(studies), "lr": config.lr,
+                "batch_size": config.batch_size, "optimizer": config.optimizer, "scheduler": config.scheduler,
+                "status": "ok"} for number, (config, studies) in enumerate(plan.items(), start=1)]
+    assert [row["batch_size"] for row in summary if "batch size" in row["studies"]] == [64, 32, 128]  # run order
+    results = [{"run": row["run"], "epoch": epoch, "val_accuracy": 0.5} for row in summary for epoch in (1, 2)]
+    legends = {}
+
+    def capture(fig, path, show=False):
+        import matplotlib.pyplot as plt
+
+        legends.update({ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes})
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    compare_hyperparameters.plot_comparison(summary, results, Path("comparison.png"))
+    assert legends == {"learning rate": ["lr=0.001", "lr=0.01", "lr=0.1"],
+                       "batch size": ["batch=32", "batch=64", "batch=128"],
+                       "optimizer": ["adam (lr=0.001)", "sgd (lr=0.01)"],
+                       "scheduler": ["constant lr", "StepLR"]}
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory) -> Path:
+    """A 300-image FashionMNIST (and 100 test images) for the study's own tests."""
+    root = tmp_path_factory.mktemp("t02-study-data")
+    synthetic.write_mnist(root, "FashionMNIST", train_size=300, test_size=100, seed=3)
+    return root
+
+
+def test_study_post_preset_chooses_on_validation_and_tests_once(study_root, tmp_path, monkeypatch, capsys):
+    evaluated, tested, momenta = [], [], []
+    real_evaluate, real_test, real_build = (compare_hyperparameters.evaluate, compare_hyperparameters.test,
+                                            compare_hyperparameters.build_optimizer)
+
+    def evaluate_spy(model, device, loader, *args, **kwargs):
+        evaluated.append(len(loader.dataset))
+        return real_evaluate(model, device, loader, *args, **kwargs)
+
+    def test_spy(model, device, loader, *args, **kwargs):
+        tested.append(len(loader.dataset))
+        return real_test(model, device, loader, *args, **kwargs)
+
+    def build_spy(name, parameters, lr, momentum):
+        momenta.append(momentum)
+        return real_build(name, parameters, lr, momentum)
+
+    monkeypatch.setattr(compare_hyperparameters, "evaluate", evaluate_spy)
+    monkeypatch.setattr(compare_hyperparameters, "test", test_spy)
+    monkeypatch.setattr(compare_hyperparameters, "build_optimizer", build_spy)
+    summary = compare_hyperparameters.main([
+        "--data-dir", str(study_root), "--out-dir", str(tmp_path), "--no-accel", "--epochs", "2", "--preset", "post",
+        "--lrs", "0.1", "0.01", "--batch-sizes", "64", "--optimizers", "sgd", "--schedulers", "none", "step"])
+    out = capsys.readouterr().out
+    assert "Preset: post (the tuning post's settings): SGD momentum 0, Adam lr 0.01, " \
+           "StepLR(step_size=10, gamma=0.1)\n" in out
+    assert momenta == [0.0, 0.0, 0.0]  # plain SGD
+    assert "Note: StepLR(step_size=10, gamma=0.1) lowers the learning rate only after epoch 10" in out
+    assert "270 training images, 30 held out to compare the runs on (validation)" in out  # 10% of 300
+    assert evaluated == [30] * 6 and tested == [100]  # 3 runs x 2 epochs on validation; the test set once
+    assert [row["label"] for row in summary] == ["lr=0.01 batch=64 sgd none", "lr=0.1 batch=64 sgd none",
+                                                 "lr=0.01 batch=64 sgd step"]
+    finals = [row["final_val_accuracy"] for row in summary]
+    chosen = summary[finals.index(max(finals))]  # the best on validation, the first of equals
+    assert [row["test_accuracy"] is not None for row in summary] == [row is chosen for row in summary]
+    assert f"Best on validation: {chosen['label']} (validation {100 * chosen['final_val_accuracy']:.2f}%); " \
+           f"its test accuracy: {100 * chosen['test_accuracy']:.2f}%\n" in out
+    with open(tmp_path / "results.csv", newline="") as f:
+        results = list(csv.DictReader(f))
+    assert [float(row["epoch_lr"]) for row in results if row["scheduler"] == "step"] == [0.01, 0.01]  # never acted
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {"final_val_accuracy", "best_val_accuracy", "test_accuracy"} <= set(rows[0])
+    assert [row["test_accuracy"] != "" for row in rows] == [row is chosen for row in summary]
+
+
 def test_study_runs_a_tiny_grid_and_survives_divergence_and_failure(data_root, tmp_path, monkeypatch, capsys):
     real_build = compare_hyperparameters.build_optimizer
 
@@ -579,15 +854,20 @@ def test_study_runs_a_tiny_grid_and_survives_divergence_and_failure(data_root, t
     status = {row["label"]: row["status"] for row in summary}
     assert status == {"lr=0.1 batch=64 sgd none": "ok", "lr=1000 batch=64 sgd none": "diverged in epoch 1",
                       "lr=0.001 batch=64 adam none": "failed: RuntimeError: out of memory (pretend)"}
-    assert summary[0]["final_test_accuracy"] > 0.6
+    assert summary[0]["final_val_accuracy"] > 0.6 and summary[0]["test_accuracy"] > 0.6  # the one run to choose
     out = capsys.readouterr().out
-    table_row = r"1/3  lr=0\.1 batch=64 sgd none\s+2\s+\d+\.\d{4}\s+\d+\.\d{4}\s+\d+\.\d\d%"
+    assert "Preset: project (this project's set-up): SGD momentum 0.9, Adam lr 0.001, " \
+           "StepLR(step_size=2, gamma=0.5)\n" in out
+    table_row = r"1/3  lr=0\.1 batch=64 sgd none\s+2\s+0\.1\s+\d+\.\d{4}\s+\d+\.\d{4}\s+\d+\.\d\d%"
     assert re.search(table_row, out) and re.search(table_row, (tmp_path / "study.log").read_text())
     assert "Step [" not in out and "Test Accuracy" not in out  # the table, not every run's progress lines
+    chosen = summary[0]
+    assert f"Best on validation: lr=0.1 batch=64 sgd none (validation {100 * chosen['final_val_accuracy']:.2f}%); " \
+           f"its test accuracy: {100 * chosen['test_accuracy']:.2f}%\n" in out
     with open(tmp_path / "results.csv", newline="") as f:
         results = list(csv.DictReader(f))
     assert [(row["run"], row["epoch"]) for row in results] == [("1", "1"), ("1", "2")]
-    assert float(results[-1]["test_accuracy"]) == summary[0]["final_test_accuracy"]
+    assert float(results[-1]["val_accuracy"]) == summary[0]["final_val_accuracy"]
     with open(tmp_path / "summary.csv", newline="") as f:
         assert [row["status"] for row in csv.DictReader(f)] == [row["status"] for row in summary]
     assert (tmp_path / "comparison.png").read_bytes()[:8] == PNG
@@ -608,6 +888,8 @@ def test_study_where_every_run_fails_exits_2(data_root, tmp_path, capsys):
     (["--batch-sizes", "0"], "--batch-sizes: must be greater than 0"),
     (["--optimizers", "rmsprop"], "argument --optimizers: invalid choice: 'rmsprop'"),
     (["--epochs", "0"], "--epochs: must be greater than 0"),
+    (["--preset", "paper"], "argument --preset: invalid choice: 'paper'"),
+    (["--val-size", "0"], "--val-size: must be greater than 0"),
 ])
 def test_study_bad_flags_one_line_exit_2(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
