@@ -522,11 +522,14 @@ def test_validation_split_is_disjoint_seeded_and_of_the_asked_size():
     drawn_after = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(torch.rand(3), drawn_after)  # its own generator: torch's global random numbers untouched
-    train_indices, val_indices = list(train_part.indices), list(val_part.indices)
+    def indices(part):  # the dataset holds 0..99, so each item is its own index
+        return [int(item) for (item,) in part]
+
+    train_indices, val_indices = indices(train_part), indices(val_part)
     assert len(val_indices) == 30 and len(train_indices) == 70
     assert sorted(train_indices + val_indices) == list(range(100))  # disjoint, and nothing lost
-    assert val_indices == list(fashion_mnist.split_validation(dataset, 30, seed=1)[1].indices)  # fixed by the seed
-    assert val_indices != list(fashion_mnist.split_validation(dataset, 30, seed=2)[1].indices)
+    assert val_indices == indices(fashion_mnist.split_validation(dataset, 30, seed=1)[1])  # fixed by the seed
+    assert val_indices != indices(fashion_mnist.split_validation(dataset, 30, seed=2)[1])
     assert val_indices != list(range(30))  # drawn at random, not the first (or last) images
     loaded = fashion_mnist.hold_out_validation(tiny_loaded(100), 30, seed=1)
     assert sorted(int(loaded.train_set[i][1]) for i in range(70)) == sorted(train_indices)  # labels = indices
