@@ -30,6 +30,10 @@ What the block does for the reader, the same way in every lesson:
   simply trained again on resume) and prints the command that continues the run.
 - **Divergence**: a loss or a weight that is NaN or infinite stops the run with one line naming
   the epoch and the learning rate. Such weights are never saved.
+- **Several processes** (T05, `torchrun`): pass `is_main_process=(rank == 0)`. Rank 0 does all
+  of the above; every other process prints nothing and writes nothing, but still resumes from
+  the checkpoint (weights, optimizer, scheduler, random numbers), counts the epochs and stops on
+  divergence exactly as rank 0 does, so all processes run the same loop.
 """
 
 from __future__ import annotations
@@ -70,12 +74,15 @@ class TrainingRun:
 
     `args` is the script's parsed flags; the run reads `epochs`, `resume`, `out_dir`, `dry_run` and
     the names in `must_match` from it. `name` prefixes the run folder (default: the script's name).
-    Used by T01, T02 and T03.
+    `is_main_process=False` (ranks other than 0 of a distributed run): quiet, writes nothing.
+    `launcher` starts the printed resume command instead of `python` (e.g. torchrun and its flags).
+    Used by T01, T02, T03 and T05.
     """
 
     def __init__(self, script: str, args: argparse.Namespace, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any = None, generator: torch.Generator | None = None, *,
-                 must_match: Sequence[str] = (), name: str | None = None) -> None:
+                 must_match: Sequence[str] = (), name: str | None = None, is_main_process: bool = True,
+                 launcher: Sequence[str] = ("python",)) -> None:
         self.script = Path(script)
         self.args = args
         self.model, self.optimizer, self.scheduler, self.generator = model, optimizer, scheduler, generator
@@ -92,10 +99,15 @@ class TrainingRun:
         self._epoch_started = 0.0
         self._epoch_lr = 0.0
         self._epoch_ended = True
+        self.is_main_process = is_main_process
+        self.launcher = list(launcher)
+        self._quiet: contextlib.ExitStack | None = None
 
     # --- start ------------------------------------------------------------------------------------
 
     def __enter__(self) -> TrainingRun:
+        if not self.is_main_process:
+            return self._enter_quietly()
         plots.use_backend(getattr(self.args, "show", False))  # figures to files; a window only with --show
         resume = getattr(self.args, "resume", None)
         state = self._check_resume(Path(resume)) if resume is not None else None  # before writing anything
@@ -113,6 +125,27 @@ class TrainingRun:
                 print(f"Resuming from {resume} after epoch {state['epoch']}")
         except BaseException:
             self._close(keep=state is not None)
+            raise
+        return self
+
+    def _enter_quietly(self) -> TrainingRun:
+        """Another process of a distributed run: no folder, no log, no output; resume as rank 0 does."""
+        self._quiet = contextlib.ExitStack()
+        try:
+            # Every print of this process (the lesson's too) goes nowhere: rank 0 speaks for all.
+            self._quiet.enter_context(contextlib.redirect_stdout(self._quiet.enter_context(open(os.devnull, "w"))))
+            resume = getattr(self.args, "resume", None)
+            out_dir = Path(resume).parent if resume is not None else getattr(self.args, "out_dir", None)
+            self.out_dir = Path(out_dir) if out_dir is not None else Path()
+            self.checkpoint_path = self.out_dir / "checkpoint.pt"
+            if resume is not None:  # every process reads the checkpoint: its optimizer state is needed everywhere
+                state = self._check_resume(Path(resume))
+                load_checkpoint(resume, self.model, self.optimizer, self.scheduler, self.generator)
+                self.history = list(state["metrics"])
+                self.start_epoch = state["epoch"] + 1
+        except BaseException:
+            self._quiet.close()
+            self._quiet = None
             raise
         return self
 
@@ -204,6 +237,8 @@ class TrainingRun:
         self._check_finite(row)
         self._epoch_ended = True
         self.history.append(row)
+        if not self.is_main_process:  # rank 0 prints and saves; this process only keeps count
+            return row
         speed = f" (training: {row['train_images_per_second']:,.0f} images/s)" if "train_images_per_second" in row \
             else ""
         print(f"Epoch {self.epoch} took {seconds:.1f} s{speed}")
@@ -234,12 +269,16 @@ class TrainingRun:
 
     def save_curves(self, title: str) -> Path:
         """Save curves.png: training and test loss, and test accuracy, against the epoch."""
+        if not self.is_main_process:
+            return self.out_dir / "curves.png"
         return plots.plot_curves(self.history, self.out_dir / "curves.png", title=title,
                                  show=getattr(self.args, "show", False))
 
     def save_weights(self, filename: str) -> Path:
         """Save the model's weights alone (its state dict) in the run folder: what you load to use the model."""
         self._check_finite({})
+        if not self.is_main_process:
+            return self.out_dir / filename
         return atomic_save(self.model.state_dict(), self.out_dir / filename)
 
     def resume_command(self) -> str:
@@ -260,12 +299,17 @@ class TrainingRun:
             script = os.path.relpath(self.script)
         except ValueError:  # Windows: another drive
             script = str(self.script)
-        words = ["python", script, *kept, "--resume", str(self.checkpoint_path)]
+        words = [*self.launcher, script, *kept, "--resume", str(self.checkpoint_path)]
         return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
 
     # --- the end ------------------------------------------------------------------------------------
 
     def __exit__(self, kind, error, trace) -> bool:
+        if not self.is_main_process:
+            if self._quiet is not None:
+                self._quiet.close()
+                self._quiet = None
+            return False
         saved = self.checkpoint_path.is_file()
         if kind is None:
             files = sorted(p.name + ("/" if p.is_dir() else "") for p in self.out_dir.iterdir()
