@@ -39,16 +39,27 @@ def snippet_after_heading(readme: Path) -> str:
 
 
 @pytest.mark.parametrize(("readme", "model_class", "weights_name"), SNIPPETS, ids=[s[0] for s in SNIPPETS])
-def test_saved_weights_snippet_runs_in_a_new_folder(tmp_path, readme, model_class, weights_name):
-    snippet = snippet_after_heading(REPO / readme)
+def test_snippet_defines_the_lessons_own_class(readme, model_class, weights_name):
     # The snippet defines the class itself, copied exactly from the lesson file.
     lesson_class = inspect.getsource(model_class).rstrip()
-    assert lesson_class in snippet, f"{readme}: {model_class.__name__} differs from the lesson file's"
-    torch.manual_seed(0)
-    torch.save(model_class().state_dict(), tmp_path / weights_name)
-    # Nothing of the repository is reachable: no PYTHONPATH, a folder outside it, and common/ blocked
-    # (the editable install would otherwise let `import common` succeed anywhere).
-    blocker = "import sys\nsys.modules['common'] = None\n"
-    result = run_copied_code(blocker + snippet, tmp_path)
-    assert result.returncode == 0, f"{readme} snippet failed:\n{result.stderr}"
-    assert "predicted" in result.stdout
+    assert lesson_class in snippet_after_heading(REPO / readme), \
+        f"{readme}: {model_class.__name__} differs from the lesson file's"
+
+
+def test_every_snippet_runs_in_a_new_folder(tmp_path):
+    """One process runs the four snippets one after another, each in its own folder (a process each
+    would spend most of its time importing torch)."""
+    driver = ["import os, runpy, sys", "sys.modules['common'] = None  # nothing of the repository is reachable"]
+    for number, (readme, model_class, weights_name) in enumerate(SNIPPETS):
+        folder = tmp_path / f"snippet{number}"
+        folder.mkdir()
+        (folder / "snippet.py").write_text(snippet_after_heading(REPO / readme), encoding="utf-8")
+        torch.manual_seed(0)
+        torch.save(model_class().state_dict(), folder / weights_name)
+        driver += [f"os.chdir({str(folder)!r})", f"print('--- {readme}', flush=True)",
+                   "runpy.run_path('snippet.py', run_name='__main__')"]
+    # No PYTHONPATH, a folder outside the repository, and common/ blocked (the editable install
+    # would otherwise let `import common` succeed anywhere).
+    result = run_copied_code("\n".join(driver) + "\n", tmp_path)
+    assert result.returncode == 0, f"a snippet failed (the last '---' line names it):\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("predicted") == len(SNIPPETS)
