@@ -85,7 +85,7 @@ def test_bad_labels_end_to_end_one_line_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "T01_mnist_nn" / "mnist_nn.py"),
                              "--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "out"),
                              "--no-accel", "--epochs", "1"],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)  # from elsewhere
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: {labels} has label 10 at position 0")
