@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto  # one worker per CPU core (pytest-xdist)
 
 run: $(STAMP)
 	$(BIN)/python T01_mnist_nn/mnist_nn.py $(ARGS)

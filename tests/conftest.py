@@ -13,6 +13,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MPLBACKEND", "Agg")  # no windows from the tests
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n auto`: one worker per core, so one thread per worker
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (and per process it starts): two threads per worker on
+    torch.set_num_threads(1)  # shared cores wait for each other and run 5-10x slower
 
 from common import synthetic  # noqa: E402
 
