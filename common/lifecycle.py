@@ -200,8 +200,12 @@ class TrainingRun:
             if found:
                 _unlock_folder(self._lock, self.out_dir)
                 self._lock = None
+                if "checkpoint.pt" in found:
+                    hint = f"continue that run with --resume {self.out_dir / 'checkpoint.pt'}"
+                else:  # e.g. a run killed before its first epoch ended: nothing to resume
+                    hint = "delete the folder if you no longer need it (it has no checkpoint.pt to resume)"
                 raise UserError(f"{self.out_dir} already holds another run ({', '.join(found)}): choose a new "
-                                f"--out-dir, or continue that run with --resume {self.out_dir / 'checkpoint.pt'}")
+                                f"--out-dir, or {hint}")
 
     def _remove_leftover_temporary_files(self) -> None:
         """A process killed while saving leaves `<file>.<random>.tmp` behind; nobody else writes here now."""

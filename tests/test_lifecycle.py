@@ -102,6 +102,14 @@ def test_a_folder_that_holds_a_run_is_never_reused(tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # not even the log grew
 
 
+def test_a_folder_left_by_a_killed_run_is_refused_without_a_resume_hint(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train.log").write_text("a run killed (SIGKILL) during its first epoch\n")
+    with pytest.raises(cli.UserError, match="delete the folder if you no longer need it") as error:
+        train_run(make_args(tmp_path / "run", epochs=1))
+    assert "--resume" not in str(error.value)  # there is no checkpoint.pt to resume from
+
+
 def test_an_empty_existing_folder_is_fine(tmp_path):
     (tmp_path / "run").mkdir()
     run, _ = train_run(make_args(tmp_path / "run", epochs=1))
