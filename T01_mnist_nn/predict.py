@@ -25,7 +25,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` and the lessons import from any folder
 try:
     from common import cli, images, plots
-    from common.checkpoint import load_weights
+    from common.checkpoint import load_weights, newest_file, read_weights
     from common.device import add_device_arguments, device_from_args
     from T01_mnist_nn.mnist_nn import MNIST_MEAN, MNIST_STD, SimpleNN
 except ModuleNotFoundError as err:
@@ -98,7 +98,7 @@ def to_model_input(pixels: np.ndarray) -> torch.Tensor:
 
 def find_weights(runs_dir: Path) -> Path:
     """The newest saved SimpleNN under `runs_dir` (weights first, else a training checkpoint of mnist_nn.py)."""
-    path = images.newest_file(runs_dir, f"*/{WEIGHTS_FILE}") or images.newest_file(runs_dir, "mnist_nn-*/checkpoint.pt")
+    path = newest_file(runs_dir, f"*/{WEIGHTS_FILE}") or newest_file(runs_dir, "mnist_nn-*/checkpoint.pt")
     if path is None:
         raise cli.UserError(f"no trained SimpleNN found under {runs_dir}: train one with "
                             "`python T01_mnist_nn/mnist_nn.py --save-model`, or pass --model PATH")
@@ -107,7 +107,7 @@ def find_weights(runs_dir: Path) -> Path:
 
 def load_model(path: Path, device: torch.device) -> SimpleNN:
     """SimpleNN with the weights in `path` (mnist_simple_nn.pt or a checkpoint.pt), in evaluation mode."""
-    state_dict, _ = images.read_weights(path, ["SimpleNN"])
+    state_dict, _ = read_weights(path, ["SimpleNN"])
     model = SimpleNN()
     load_weights(model, state_dict, path)  # a clear error if these are another model's weights
     return model.to(device).eval()  # eval(): no training-only behaviour while predicting

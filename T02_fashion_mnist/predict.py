@@ -30,7 +30,7 @@ from torchvision import datasets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` and the lessons import from any folder
 try:
     from common import cli, images, plots
-    from common.checkpoint import safe_load
+    from common.checkpoint import newest_file, read_weights, safe_load
     from common.device import add_device_arguments, device_from_args
     from T02_fashion_mnist.fashion_mnist import MODELS, POSTS_MEAN, POSTS_STD
 except ModuleNotFoundError as err:
@@ -97,7 +97,7 @@ def to_model_input(pixels: np.ndarray, mean: float = POSTS_MEAN, std: float = PO
 
 def find_weights(runs_dir: Path) -> Path:
     """The newest weights file or checkpoint that fashion_mnist.py wrote under `runs_dir`."""
-    found = [path for pattern in WEIGHTS_PATTERNS if (path := images.newest_file(runs_dir, pattern))]
+    found = [path for pattern in WEIGHTS_PATTERNS if (path := newest_file(runs_dir, pattern))]
     if not found:
         raise cli.UserError(f"no trained FashionMNIST model found under {runs_dir}: train one with "
                             "`python T02_fashion_mnist/fashion_mnist.py --save-model`, or pass --model PATH")
@@ -125,7 +125,7 @@ def training_flags(path: Path, saved_args: dict) -> dict:
 
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The T02 model whose weights are in `path`, in evaluation mode, and the flags it was trained with."""
-    state_dict, saved_args = images.read_weights(path, MODEL_CLASSES)  # refuses T01's and T03's checkpoints
+    state_dict, saved_args = read_weights(path, MODEL_CLASSES)  # refuses T01's and T03's checkpoints
     flags = training_flags(Path(path), saved_args)
     # A checkpoint names its model; a state dict does not, so try each of the three in turn:
     # the layer names and shapes fit exactly one of them.

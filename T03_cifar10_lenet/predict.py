@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` and the lessons import from any folder
 try:
     from common import cli, images, plots
-    from common.checkpoint import load_weights
+    from common.checkpoint import load_weights, newest_file, read_weights
     from common.device import add_device_arguments, device_from_args
     from T03_cifar10_lenet.cifar10_lenet import CLASSES, MEAN, STD, LeNet
 except ModuleNotFoundError as err:
@@ -64,8 +64,8 @@ def to_model_input(pixels: np.ndarray) -> torch.Tensor:
 
 def find_weights(runs_dir: Path) -> Path:
     """The newest saved LeNet under `runs_dir` (weights first, else a training checkpoint of cifar10_lenet.py)."""
-    path = (images.newest_file(runs_dir, f"*/{WEIGHTS_FILE}")
-            or images.newest_file(runs_dir, "cifar10_lenet-*/checkpoint.pt"))
+    path = (newest_file(runs_dir, f"*/{WEIGHTS_FILE}")
+            or newest_file(runs_dir, "cifar10_lenet-*/checkpoint.pt"))
     if path is None:
         raise cli.UserError(f"no trained LeNet found under {runs_dir}: train one with "
                             "`python T03_cifar10_lenet/cifar10_lenet.py`, or pass --model PATH")
@@ -74,7 +74,7 @@ def find_weights(runs_dir: Path) -> Path:
 
 def load_model(path: Path, device: torch.device) -> LeNet:
     """LeNet with the weights in `path` (cifar10_lenet.pt or a checkpoint.pt), in evaluation mode."""
-    state_dict, _ = images.read_weights(path, ["LeNet"])
+    state_dict, _ = read_weights(path, ["LeNet"])
     model = LeNet(len(CLASSES))
     load_weights(model, state_dict, path)  # a clear error if these are another model's weights
     return model.to(device).eval()

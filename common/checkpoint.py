@@ -12,6 +12,7 @@ import errno
 import os
 import pickle
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,35 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
+
+
+# --- For the predict.py scripts (T01, T02, T03): finding and reading saved weights ----------------
+
+def newest_file(runs_dir: Path, pattern: str) -> Path | None:
+    """The most recently written file under `runs_dir` matching `pattern` (e.g. "*/mnist_simple_nn.pt"), or None."""
+    found = [path for path in Path(runs_dir).glob(pattern) if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+# Which lesson trains which model class, for the error that says "wrong lesson, use its predict.py".
+MODEL_LESSONS = {"SimpleNN": "T01_mnist_nn", "NeuralNetwork": "T02_fashion_mnist",
+                 "NeuralNetworkDeep": "T02_fashion_mnist", "ConvNet": "T02_fashion_mnist",
+                 "LeNet": "T03_cifar10_lenet"}
+
+
+def read_weights(path: Path | str, expected: Sequence[str]) -> tuple[dict, dict]:
+    """The state dict saved in `path` (weights alone, or a full checkpoint) and the checkpoint's flags ({} if none).
+
+    A checkpoint of a model class not in `expected` is refused with a line naming the lesson it belongs to.
+    """
+    saved = safe_load(path)
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} does not hold a model's weights (a state dict or a training checkpoint)")
+    if "model_state_dict" not in saved:
+        return saved, {}
+    model_class = saved.get("model_class")
+    if model_class and model_class not in expected:
+        lesson = MODEL_LESSONS.get(model_class)
+        hint = f": use {lesson}/predict.py for it" if lesson else ""
+        raise UserError(f"{path} is a checkpoint of a {model_class} model, not of {' or '.join(expected)}{hint}")
+    return saved["model_state_dict"], dict(saved.get("args") or {})

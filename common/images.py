@@ -4,8 +4,9 @@
   is not an image, one too small or too large; phone photos turned upright; transparency on white;
 - the first steps that turn a photo of dark ink on light paper into what MNIST and FashionMNIST
   look like, light ink on black (`to_grayscale`, `ink_on_black`, `remove_background`, `crop_to_ink`);
-- the printed line (`describe_prediction`), the picture (`plot_predictions`) and finding the
-  newest saved weights (`newest_file`).
+- the printed line (`describe_prediction`) and the picture (`plot_predictions`).
+
+Finding and reading the saved weights is in common/checkpoint.py (`newest_file`, `read_weights`).
 
 Each lesson's predict.py then does what only its own dataset needs (MNIST's 20x20 box and centre
 of mass, FashionMNIST's square padding, CIFAR-10's centre crop).
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from common.checkpoint import safe_load
 from common.cli import UserError
 
 MAX_PIXELS = 50_000_000  # 50 megapixels: more than any phone photo; decoding more could exhaust memory
@@ -182,33 +182,3 @@ def figure_path(out_dir: Path) -> Path:
         number += 1
         path = Path(out_dir) / f"predictions-{number}.png"
     return path
-
-
-def newest_file(runs_dir: Path, pattern: str) -> Path | None:
-    """The most recently written file under `runs_dir` matching `pattern` (e.g. "*/mnist_simple_nn.pt"), or None."""
-    found = [path for path in Path(runs_dir).glob(pattern) if path.is_file()]
-    return max(found, key=lambda path: path.stat().st_mtime) if found else None
-
-
-# Which lesson trains which model class, for the error that says "wrong lesson, use its predict.py".
-MODEL_LESSONS = {"SimpleNN": "T01_mnist_nn", "NeuralNetwork": "T02_fashion_mnist",
-                 "NeuralNetworkDeep": "T02_fashion_mnist", "ConvNet": "T02_fashion_mnist",
-                 "LeNet": "T03_cifar10_lenet"}
-
-
-def read_weights(path: Path | str, expected: Sequence[str]) -> tuple[dict, dict]:
-    """The state dict saved in `path` (weights alone, or a full checkpoint) and the checkpoint's flags ({} if none).
-
-    A checkpoint of a model class not in `expected` is refused with a line naming the lesson it belongs to.
-    """
-    saved = safe_load(path)
-    if not isinstance(saved, dict):
-        raise UserError(f"{path} does not hold a model's weights (a state dict or a training checkpoint)")
-    if "model_state_dict" not in saved:
-        return saved, {}
-    model_class = saved.get("model_class")
-    if model_class and model_class not in expected:
-        lesson = MODEL_LESSONS.get(model_class)
-        hint = f": use {lesson}/predict.py for it" if lesson else ""
-        raise UserError(f"{path} is a checkpoint of a {model_class} model, not of {' or '.join(expected)}{hint}")
-    return saved["model_state_dict"], dict(saved.get("args") or {})
