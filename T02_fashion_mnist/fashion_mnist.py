@@ -189,8 +189,8 @@ def split_validation(dataset: Dataset, val_size: int, seed: int) -> tuple[Datase
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     train_rows, val_rows = order[val_size:], order[:val_size]
     if isinstance(dataset, TensorDataset):  # in memory: copy the rows out, as quick to read as before
-        return (TensorDataset(*(t[train_rows] for t in dataset.tensors)),
-                TensorDataset(*(t[val_rows] for t in dataset.tensors)))
+        return (type(dataset)(*(t[train_rows] for t in dataset.tensors)),
+                type(dataset)(*(t[val_rows] for t in dataset.tensors)))
     return Subset(dataset, train_rows.tolist()), Subset(dataset, val_rows.tolist())
 
 
@@ -206,10 +206,18 @@ def hold_out_validation(loaded: LoadedData, val_size: int, seed: int) -> LoadedD
     return LoadedData(train_set, loaded.test_set, loaded.classes, loaded.mean, loaded.std, val_set)
 
 
+def keep_on_gpu_if_it_fits(loaded: LoadedData, device: torch.device, num_workers: int = 0) -> LoadedData:
+    """On a GPU with memory to spare, the in-memory images move there: then no batch is copied from the host."""
+    parts = [part for part in (loaded.train_set, loaded.test_set, loaded.val_set) if part is not None]
+    moved = data.keep_on_gpu_if_it_fits(parts, device, num_workers)
+    val_set = moved[2] if loaded.val_set is not None else None
+    return LoadedData(moved[0], moved[1], loaded.classes, loaded.mean, loaded.std, val_set)
+
+
 def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, device: torch.device,
                  generator: torch.Generator, num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
     """DataLoaders for training (shuffled by `generator`) and testing (never shuffled)."""
-    kwargs = data.loader_options(num_workers, device)  # workers, pinned memory on CUDA
+    kwargs = data.loader_options(num_workers, device, loaded.train_set)  # batching, workers, pinned memory
     # Shuffle the training set every epoch (a fixed order lets the model learn the order);
     # the test set keeps its order, so predictions line up with the images.
     # Batch norm (the CNN) cannot normalise a batch of one image: drop a last batch of exactly 1.
@@ -222,7 +230,8 @@ def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, devi
 
 def make_eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
     """A DataLoader to evaluate on (test or validation images): never shuffled."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **data.loader_options(num_workers, device))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                      **data.loader_options(num_workers, device, dataset))
 
 
 # --- Optimizer and learning-rate schedule -----------------------------------------------------
@@ -481,6 +490,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
     if args.val_size:  # a validation set, held out of the training images: see hold_out_validation()
         loaded = hold_out_validation(loaded, args.val_size, args.seed)
+    loaded = keep_on_gpu_if_it_fits(loaded, device, args.num_workers)  # no copy per batch, where it fits
     train_loader, test_loader = make_loaders(loaded, args.batch_size, args.test_batch_size, device,
                                              loader_generator, args.num_workers)
     val_loader = (make_eval_loader(loaded.val_set, args.test_batch_size, device, args.num_workers)

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.classic_pipeline:
         # Apply ToTensor once and keep the tensors in memory: same numbers, no per-image PIL work each epoch.
         train_data, test_data = data.to_tensor_dataset(train_data), data.to_tensor_dataset(test_data)
-    loader_kwargs = data.loader_options(args.num_workers, device)  # workers, pinned memory on CUDA
+    loader_kwargs = data.loader_options(args.num_workers, device, train_data)  # batching, workers, pinned memory
     # The tutorial's quickstart does not shuffle its training loader; we do, as every lesson here does
     # (a fixed order lets the model learn the order). The test set is never shuffled.
     train_dataloader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True,

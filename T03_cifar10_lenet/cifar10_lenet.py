@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         # such as RandomHorizontalFlip must run afresh every epoch, so to_tensor_dataset refuses it:
         # use --classic-pipeline with it.)
         train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
-    loader_kwargs = data.loader_options(args.num_workers, device)  # workers, pinned memory on CUDA
+        # On a GPU with memory to spare, keep them there: then no batch is copied from the host.
+        train_set, test_set = data.keep_on_gpu_if_it_fits([train_set, test_set], device, args.num_workers)
+    loader_kwargs = data.loader_options(args.num_workers, device, train_set)  # batching, workers, pinned memory
     # Always shuffle the training set, never the test set (so the pictures show the same images every run).
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
                               generator=loader_generator, **loader_kwargs)

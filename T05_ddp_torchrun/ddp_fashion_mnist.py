@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                        shuffle=True, seed=args.seed)
     # Batch norm cannot train on a last batch of one image: drop it (the same on every process).
     drop_last = len(train_sampler) % per_process_batch == 1
-    options = data.loader_options(args.num_workers, device)
+    options = data.loader_options(args.num_workers, device, loaded.train_set)  # batching, workers, pinned memory
     train_loader = DataLoader(loaded.train_set, batch_size=per_process_batch, sampler=train_sampler,
                               drop_last=drop_last, **options)
     test_loader = DataLoader(shard(loaded.test_set, processes), batch_size=args.test_batch_size, shuffle=False,

@@ -18,13 +18,13 @@ import pickle
 import shutil
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
@@ -308,14 +308,64 @@ def _cifar_batch_problem(folder: Path, train: bool) -> str | None:
 _RANDOM_TRANSFORMS = ("Random", "AutoAugment", "RandAugment", "TrivialAugment", "AugMix", "ColorJitter",
                       "GaussianBlur", "ElasticTransform")
 
-def to_tensor_dataset(dataset: Dataset, chunk_size: int = 10_000) -> TensorDataset:
+class InMemoryDataset(TensorDataset):
+    """A TensorDataset that hands the DataLoader a whole batch with one indexing operation.
+
+    A DataLoader normally asks for one image at a time (`dataset[i]`, 64 Python calls for a batch
+    of 64) and then stacks them (its `collate_fn`). If the dataset has `__getitems__(indices)`,
+    the DataLoader calls that once per batch instead: here `images[indices], labels[indices]`,
+    one operation per tensor. The same images in the same order, so the same numbers; for T01's
+    small network the 64 calls cost more than a tenth of each training step. `collate()`, which
+    `loader_options()` gives every lesson's DataLoader, lets such a ready batch through as it is.
+    Used by T01, T02, T03 and T05 (through `to_tensor_dataset()`).
+    """
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        rows = torch.as_tensor(indices, device=self.tensors[0].device)
+        return Batch(tensor[rows] for tensor in self.tensors)
+
+    def to(self, device: torch.device | str) -> InMemoryDataset:
+        """The same dataset with its tensors on `device`."""
+        return InMemoryDataset(*(tensor.to(device) for tensor in self.tensors))
+
+    def nbytes(self) -> int:
+        """Memory taken by the tensors, in bytes."""
+        return sum(tensor.element_size() * tensor.nelement() for tensor in self.tensors)
+
+
+class Batch(Sequence):
+    """Samples fetched together (from InMemoryDataset.__getitems__), already stacked into tensors.
+
+    `collate()` takes the stacked tensors as they are. Any other collate_fn (DataLoader's default,
+    if you leave out loader_options) sees an ordinary sequence of (image, label) samples and
+    stacks them again: slower, the same result.
+    """
+
+    def __init__(self, tensors: Iterable[torch.Tensor]) -> None:
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor[i] for tensor in self.tensors)
+
+
+def collate(samples: Batch | list) -> list:
+    """DataLoader's collate_fn: a Batch's tensors pass straight through; other samples are stacked as usual."""
+    if isinstance(samples, Batch):
+        return list(samples.tensors)  # a list, as default_collate gives for (image, label) samples
+    return default_collate(samples)
+
+
+def to_tensor_dataset(dataset: Dataset, chunk_size: int = 10_000) -> InMemoryDataset:
     """Apply `dataset`'s transform to every image once and keep the results as tensors.
 
     torchvision's MNIST/CIFAR classes turn each image into a PIL image and back into a
     tensor every time it is read, i.e. every epoch. For small datasets that per-image work
     costs far more than the model itself on a CPU. Doing it once up front and training on
-    a TensorDataset gives the same numbers, much faster; a normal DataLoader still batches
-    and shuffles it.
+    the tensors gives the same numbers, much faster; a normal DataLoader still batches and
+    shuffles them (a whole batch at a time: see InMemoryDataset).
     """
     steps = getattr(dataset, "transform", None)
     steps = steps.transforms if isinstance(steps, transforms.Compose) else [steps]
@@ -325,13 +375,42 @@ def to_tensor_dataset(dataset: Dataset, chunk_size: int = 10_000) -> TensorDatas
                         "afresh every epoch: use --classic-pipeline with it")
     images = _vectorised_images(dataset, chunk_size)
     if images is not None:
-        return TensorDataset(images, torch.as_tensor(dataset.targets, dtype=torch.long))
+        return InMemoryDataset(images, torch.as_tensor(dataset.targets, dtype=torch.long))
     # Any other transform: run it image by image, once.
     xs, ys = [], []
     for x, y in DataLoader(dataset, batch_size=500, shuffle=False):
         xs.append(x)
         ys.append(torch.as_tensor(y))
-    return TensorDataset(torch.cat(xs), torch.cat(ys).long())
+    return InMemoryDataset(torch.cat(xs), torch.cat(ys).long())
+
+
+def keep_on_gpu_if_it_fits(datasets: Sequence[Dataset], device: torch.device | str,
+                           num_workers: int = 0) -> list[Dataset]:
+    """On CUDA, move in-memory datasets into GPU memory when they fit with room to spare.
+
+    Then every batch is cut out of GPU memory and nothing is copied from the host per batch.
+    "Room to spare": together under a quarter of the free GPU memory, leaving the rest for the
+    model, its gradients and the activations. Otherwise (or on the CPU or MPS, or with worker
+    processes, which can't share GPU tensors) the datasets stay where they are; on CUDA the
+    batches then come through pinned host memory (see loader_options). Used by T01, T02, T03.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or num_workers > 0 or not all(isinstance(d, InMemoryDataset) for d in datasets):
+        return list(datasets)
+    needed = sum(d.nbytes() for d in datasets)
+    free, _ = torch.cuda.mem_get_info(device)
+    if not fits_on_gpu(needed, free):
+        print(f"The data ({needed / 2**20:,.0f} MB) stays in host memory: more than a quarter of the "
+              f"{free / 2**20:,.0f} MB free on the GPU")
+        return list(datasets)
+    print(f"The data ({needed / 2**20:,.0f} MB) is kept on the GPU ({free / 2**20:,.0f} MB free): "
+          "no batch is copied from the host")
+    return [d.to(device) for d in datasets]
+
+
+def fits_on_gpu(needed_bytes: int, free_bytes: int) -> bool:
+    """Whether `needed_bytes` of data leave the GPU room to train: under a quarter of what is free."""
+    return needed_bytes < free_bytes / 4
 
 
 def _vectorised_images(dataset: Dataset, chunk_size: int) -> torch.Tensor | None:
@@ -360,16 +439,20 @@ def _vectorised_images(dataset: Dataset, chunk_size: int) -> torch.Tensor | None
     return out
 
 
-def loader_options(num_workers: int, device: torch.device | str) -> dict:
+def loader_options(num_workers: int, device: torch.device | str, dataset: Dataset | None = None) -> dict:
     """Keyword arguments for DataLoader that every lesson uses the same way.
 
-    - pin_memory on CUDA: page-locked host memory makes copies to the GPU faster;
+    - collate_fn=collate: whole batches from InMemoryDataset pass straight through;
+    - pin_memory on CUDA when the data is in host memory: page-locked memory makes the copies
+      to the GPU faster (data already on the GPU, see keep_on_gpu_if_it_fits, needs no copy);
     - with worker processes, seed each one (common.seed.seed_worker) and keep them alive
       between epochs instead of starting new ones every epoch.
     """
     from common.seed import seed_worker
 
-    options = {"num_workers": num_workers, "pin_memory": torch.device(device).type == "cuda"}
+    on_gpu = isinstance(dataset, InMemoryDataset) and dataset.tensors[0].device.type != "cpu"
+    options = {"num_workers": num_workers, "collate_fn": collate,
+               "pin_memory": torch.device(device).type == "cuda" and not on_gpu}
     if num_workers > 0:
         options |= {"worker_init_fn": seed_worker, "persistent_workers": True}
     return options

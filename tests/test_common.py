@@ -266,6 +266,65 @@ def test_in_memory_refuses_random_augmentation(mnist_root):
         data.to_tensor_dataset(dataset)
 
 
+def shuffled_batches(dataset, batch_size: int = 16, seed: int = 3, **options) -> list[list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return list(torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                                            **options))
+
+
+def test_in_memory_batches_are_fetched_whole_and_equal_the_image_by_image_ones(monkeypatch):
+    images, labels = torch.randn(100, 1, 4, 4), torch.randint(0, 10, (100,))
+    expected = shuffled_batches(TensorDataset(images, labels))  # DataLoader's usual way: one image at a time
+    in_memory = data.InMemoryDataset(images, labels)
+    without_collate = shuffled_batches(in_memory)  # a reader's DataLoader without loader_options: still right
+
+    def one_image_at_a_time(self, index):
+        raise AssertionError("the DataLoader asked for single images: __getitems__ was not used")
+    monkeypatch.setattr(data.InMemoryDataset, "__getitem__", one_image_at_a_time)
+    fast = shuffled_batches(in_memory, **data.loader_options(0, "cpu", in_memory))
+    assert len(fast) == len(expected) == 7  # the last batch holds 4
+    for got, other, want in zip(fast, without_collate, expected):
+        for a, b, c in zip(got, other, want):
+            assert a.dtype == b.dtype == c.dtype and torch.equal(a, c) and torch.equal(b, c)
+
+
+def test_a_subset_of_an_in_memory_dataset_is_fetched_whole_too():  # T05's evaluation shards
+    in_memory = data.InMemoryDataset(torch.arange(20.0).view(20, 1), torch.arange(20))
+    shard = torch.utils.data.Subset(in_memory, range(1, 20, 2))
+    images, labels = next(iter(torch.utils.data.DataLoader(shard, batch_size=4, **data.loader_options(0, "cpu"))))
+    assert labels.tolist() == [1, 3, 5, 7] and images.shape == (4, 1)
+
+
+def test_the_data_moves_to_the_gpu_only_when_it_fits_with_room_to_spare(monkeypatch, capsys):
+    # No GPU here: torch.cuda.mem_get_info is faked and the "meta" device stands in for the GPU's
+    # memory, so what is checked is the decision and that batches then come from that device.
+    train, test = data.InMemoryDataset(torch.zeros(1000, 1, 28, 28), torch.zeros(1000, dtype=torch.long)), \
+        data.InMemoryDataset(torch.zeros(200, 1, 28, 28), torch.zeros(200, dtype=torch.long))
+    needed = train.nbytes() + test.nbytes()
+    assert needed == 1200 * (28 * 28 * 4 + 8)
+    free = {"bytes": 4 * needed + 1}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * 2**30))
+    real_to = data.InMemoryDataset.to
+    monkeypatch.setattr(data.InMemoryDataset, "to", lambda self, device: real_to(self, "meta"))
+
+    moved = data.keep_on_gpu_if_it_fits([train, test], "cuda")
+    assert [d.tensors[0].device.type for d in moved] == ["meta", "meta"]
+    assert "kept on the GPU" in capsys.readouterr().out
+    options = data.loader_options(0, "cuda", moved[0])
+    assert options["pin_memory"] is False  # pinning is for host memory; this data needs no copy
+    images, labels = next(iter(torch.utils.data.DataLoader(moved[0], batch_size=64, **options)))
+    assert images.device.type == "meta" and images.shape == (64, 1, 28, 28)
+
+    free["bytes"] = 4 * needed - 1  # more than a quarter of the free memory: stays on the host
+    assert data.keep_on_gpu_if_it_fits([train, test], "cuda") == [train, test]
+    assert "stays in host memory" in capsys.readouterr().out
+    assert data.loader_options(0, "cuda", train)["pin_memory"] is True
+    free["bytes"] = 10**15
+    assert data.keep_on_gpu_if_it_fits([train, test], "cuda", num_workers=2) == [train, test]  # workers: no
+    assert data.keep_on_gpu_if_it_fits([train, test], "cpu") == [train, test]
+    assert data.keep_on_gpu_if_it_fits([train, TensorDataset(torch.zeros(3))], "cuda")[0] is train
+
+
 # --- statistics ------------------------------------------------------------------------------
 
 def test_channel_statistics_match_numpy():
@@ -458,7 +517,7 @@ def test_image_grid_is_a_png(tmp_path):
 
 
 def test_loader_options():
-    assert data.loader_options(0, "cpu") == {"num_workers": 0, "pin_memory": False}
+    assert data.loader_options(0, "cpu") == {"num_workers": 0, "collate_fn": data.collate, "pin_memory": False}
     options = data.loader_options(2, torch.device("cuda"))
     assert options["pin_memory"] and options["persistent_workers"] and options["worker_init_fn"] is seed.seed_worker
 
