@@ -87,3 +87,18 @@ def expected_gradients(model: nn.Module, loss_fn, batches) -> list[list[torch.Te
         result.append([p.grad.detach().clone() for p in model.parameters()])
     model.zero_grad()
     return result
+
+
+def count_single_image_reads(monkeypatch) -> list:
+    """Record every single image taken from an in-memory dataset, or from a batch it fetched whole.
+
+    Training and testing should take none: InMemoryDataset.__getitems__ fetches each batch with
+    one indexing operation, and loader_options' collate_fn passes it on without unstacking it.
+    """
+    from common import data
+
+    reads = []
+    for cls in (data.InMemoryDataset, data.Batch):
+        real = cls.__getitem__
+        monkeypatch.setattr(cls, "__getitem__", lambda self, i, real=real: reads.append(i) or real(self, i))
+    return reads

@@ -20,7 +20,14 @@ import torch
 from common import cli, synthetic
 from common.checkpoint import safe_load
 from T01_mnist_nn import get_mnist_statistics, mnist_nn
-from tests.lesson_tools import RecordingSGD, expected_gradients, extract_definitions, record_modes, run_copied_code
+from tests.lesson_tools import (
+    RecordingSGD,
+    count_single_image_reads,
+    expected_gradients,
+    extract_definitions,
+    record_modes,
+    run_copied_code,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "T01_mnist_nn" / "mnist_nn.py"
@@ -81,8 +88,11 @@ def test_trains_end_to_end(mnist_root, tmp_path, capsys):
     assert "Train Epoch: 3 [2000/2000 (100%)]" in (tmp_path / "train.log").read_text()
 
 
-def test_classic_pipeline_gives_the_same_numbers(mnist_root, tmp_path):
+
+def test_classic_pipeline_gives_the_same_numbers(mnist_root, tmp_path, monkeypatch):
+    reads = count_single_image_reads(monkeypatch)
     fast = run(mnist_root, tmp_path / "fast", "--epochs", "1")
+    assert reads == []  # the in-memory loaders fetched whole batches (InMemoryDataset.__getitems__)
     classic = run(mnist_root, tmp_path / "classic", "--epochs", "1", "--classic-pipeline")
     assert without_timing(fast) == without_timing(classic)
 

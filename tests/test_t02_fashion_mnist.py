@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lesson_tools import RecordingSGD, expected_gradients, extract_definitions, record_modes, run_copied_code
+from lesson_tools import (
+    RecordingSGD,
+    count_single_image_reads,
+    expected_gradients,
+    extract_definitions,
+    record_modes,
+    run_copied_code,
+)
 from matplotlib.axes import Axes
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -386,8 +393,11 @@ def test_confusion_matrix_figure_and_hardest_classes(tmp_path):
     assert fashion_mnist.hardest_classes(counts, ["a", "b", "c"], 2) == "c 0.0%, b 50.0%"
 
 
-def test_classic_pipeline_gives_the_same_numbers(data_root, tmp_path):
+
+def test_classic_pipeline_gives_the_same_numbers(data_root, tmp_path, monkeypatch):
+    reads = count_single_image_reads(monkeypatch)
     fast = run(data_root, tmp_path / "fast", "--epochs", "1")
+    assert len(reads) <= 16  # whole batches (InMemoryDataset.__getitems__); single images only for the picture
     classic = run(data_root, tmp_path / "classic", "--epochs", "1", "--classic-pipeline")
     assert without_timing(fast) == without_timing(classic)
 

@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lesson_tools import RecordingSGD, expected_gradients, extract_definitions, record_modes, run_copied_code
+from lesson_tools import (
+    RecordingSGD,
+    count_single_image_reads,
+    expected_gradients,
+    extract_definitions,
+    record_modes,
+    run_copied_code,
+)
 from matplotlib.axes import Axes
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -380,8 +387,11 @@ def test_trains_end_to_end_and_per_class_figures_match_a_direct_count(cifar, tmp
     assert f"Run folder: {tmp_path} (" in out
 
 
-def test_classic_pipeline_gives_the_same_numbers(cifar, tmp_path):
+
+def test_classic_pipeline_gives_the_same_numbers(cifar, tmp_path, monkeypatch):
+    reads = count_single_image_reads(monkeypatch)
     fast = run(cifar, tmp_path / "fast", "--epochs", "1", "--batch-size", "16")
+    assert len(reads) <= 16  # whole batches (InMemoryDataset.__getitems__); single images only for the picture
     classic = run(cifar, tmp_path / "classic", "--epochs", "1", "--batch-size", "16", "--classic-pipeline")
     assert without_timing(fast) == without_timing(classic)
 
