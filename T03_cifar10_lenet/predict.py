@@ -1,6 +1,6 @@
 """T03 · Your own photo: classify it with the LeNet you trained on CIFAR-10.
 
-    python T03_cifar10_lenet/cifar10_lenet.py --save-model   # train first: writes runs/cifar10_lenet-.../cifar10_lenet.pt
+    python T03_cifar10_lenet/cifar10_lenet.py --save-model   # first: writes runs/cifar10_lenet-.../cifar10_lenet.pt
     python T03_cifar10_lenet/predict.py my_cat.jpg           # one line per image, and runs/predict-.../predictions.png
     python T03_cifar10_lenet/predict.py photos/*.jpg --model runs/cifar10_lenet-20250101-120000/checkpoint.pt
 
