@@ -1,7 +1,7 @@
 # Two commands from a fresh clone:
 #   make test   create .venv, install the project with its test extra, run ruff and the whole suite
 #   make run    the same environment, then T01 (MNIST, simple network) with its defaults
-#   make bench  the T01 pipeline benchmark, offline, on a full-size MNIST-format stand-in (--synthetic)
+#   make bench  where the time goes: each lesson against its limit, offline, on full-size stand-ins (--synthetic)
 PYTHON ?= python3
 VENV   := .venv
 ifeq ($(OS),Windows_NT)
@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_mnist_pipeline.py --synthetic $(ARGS)
+	$(BIN)/python benchmarks/bench_lessons.py --synthetic $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,307 @@
+"""Where does the time go in a small model? Each lesson's training, timed against its limit.
+
+For each lesson's model it runs, each in a fresh Python process:
+
+- the limit: the same model, loss, optimizer and batch size, trained on tensors made before
+  the clock starts, indexed by a random permutation: no DataLoader, no logging, no metrics,
+  nothing but the training steps. No training loop can be faster on this machine;
+- the lesson's script with its in-memory pipeline (the default);
+- the lesson's script with `--classic-pipeline` (torchvision decodes every image every epoch).
+
+It prints the training speed of each (images/s, and its share of the limit) and where the
+script's time went, from starting Python to the last file written: imports, data
+preparation (up to the first training step), training, testing, checkpoints and metrics,
+outputs (figures, weights). Everything runs twice, once with one thread and once with
+torch's default number of threads.
+
+    python benchmarks/bench_lessons.py --synthetic             # offline: full-size stand-in data (make bench)
+    python benchmarks/bench_lessons.py                         # the real datasets from the data folder
+    python benchmarks/bench_lessons.py --lessons t01 --epochs 14 --threads default
+    python benchmarks/bench_lessons.py --lessons t01 -- --device cuda   # flags after -- go to every script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STARTED = time.time()  # in a child process: when Python reached its first line (compared with the parent's clock)
+REPO = Path(__file__).resolve().parents[1]
+# This parent process stays small on purpose (no torch, no dataset in memory): on Linux a
+# child's peak-memory figure starts from its parent's peak at the moment it was started.
+
+# Each lesson: its script, the flags that pick the model, and the data it trains on.
+LESSONS = {
+    "t01": ("T01 SimpleNN, batch 64", "T01_mnist_nn/mnist_nn.py", []),
+    "t02-mlp": ("T02 MLP, batch 64", "T02_fashion_mnist/fashion_mnist.py", ["--model", "mlp"]),
+    "t02-cnn": ("T02 CNN, batch 64", "T02_fashion_mnist/fashion_mnist.py", ["--model", "cnn"]),
+    "t03-b4": ("T03 LeNet, batch 4", "T03_cifar10_lenet/cifar10_lenet.py", []),
+    "t03-b64": ("T03 LeNet, batch 64", "T03_cifar10_lenet/cifar10_lenet.py", ["--batch-size", "64"]),
+}
+PHASES = ["start", "imports", "data", "training", "testing", "checkpoints", "outputs", "other", "exit"]
+PHASE_HELP = {
+    "start": "starting the Python interpreter",
+    "imports": "importing the script: torch, torchvision, common/ (matplotlib waits for the first figure)",
+    "data": "reading the dataset and preparing it, up to the first training step",
+    "training": "train(): the epochs' training loops",
+    "testing": "test() (and T02's validation) after each epoch",
+    "checkpoints": "run.end_epoch(): the checkpoint and metrics files after each epoch",
+    "outputs": "after the last epoch: figures, weights",
+    "other": "the rest (the run folder, the scheduler, ...)",
+    "exit": "stopping Python: torch takes a while to tear down",
+}
+
+
+# --- In the child process: a lesson's main(), timed phase by phase ----------------------------
+
+def lesson_module(script: str):
+    """Import a lesson's script as a module (its folder is a package under the repository)."""
+    import importlib
+
+    sys.path.insert(0, str(REPO))
+    return importlib.import_module(script.removesuffix(".py").replace("/", "."))
+
+
+def allow_stand_in_cifar() -> None:
+    """The stand-in CIFAR-10's files are not the real ones: switch off torchvision's MD5 check for them."""
+    from torchvision import datasets
+
+    datasets.cifar.check_integrity = lambda *args, **kwargs: True
+    datasets.CIFAR10._check_integrity = lambda self: True
+
+
+def child_run(script: str, argv: list[str], result_path: Path, stand_in: bool) -> None:
+    """Run the lesson's main(argv), adding up the time spent in each phase; write them to result_path."""
+    imports_started = time.perf_counter()
+    lesson = lesson_module(script)
+    from common import lifecycle
+
+    if stand_in and "cifar10" in script:
+        allow_stand_in_cifar()
+    calls: list[tuple[str, float, float]] = []  # (phase, started, ended) of every timed call
+
+    def timed(function, phase: str):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                calls.append((phase, started, time.perf_counter()))
+        return wrapper
+
+    lesson.train = timed(lesson.train, "training")
+    lesson.test = timed(lesson.test, "testing")
+    if hasattr(lesson, "validate"):
+        lesson.validate = timed(lesson.validate, "testing")
+    lifecycle.TrainingRun.end_epoch = timed(lifecycle.TrainingRun.end_epoch, "checkpoints")
+
+    import torch
+
+    main_started = time.perf_counter()
+    lesson.main(argv)
+    ended = time.perf_counter()
+    loop_ended = max(end for phase, _, end in calls if phase == "checkpoints")  # the last epoch's end_epoch()
+    totals = dict.fromkeys(PHASES, 0.0)
+    for phase, started, end in calls:
+        if end <= loop_ended:  # a test after the last epoch (T02's kept weights) counts as outputs
+            totals[phase] += end - started
+    totals["imports"] = main_started - imports_started
+    totals["data"] = min(started for phase, started, _ in calls if phase == "training") - main_started
+    totals["outputs"] = ended - loop_ended
+    totals["other"] = ended - imports_started - sum(totals.values())
+    result_path.write_text(json.dumps({"phases": totals, "threads": torch.get_num_threads(),
+                                       "python_started": STARTED, "python_ended": time.time()}))
+
+
+def child_limit(script: str, argv: list[str], result_path: Path, stand_in: bool) -> None:
+    """Train the lesson's model the fastest way there is: pre-made tensors, a permutation, the steps."""
+    lesson = lesson_module(script)
+    import torch
+    from torch import nn, optim
+    from torchvision import transforms
+
+    from common import data
+    from common.device import device_from_args
+
+    if stand_in and "cifar10" in script:
+        allow_stand_in_cifar()
+    args = lesson.parse_args(argv)
+    device = device_from_args(args)
+    torch.manual_seed(args.seed)
+    if "mnist_nn" in script:  # T01: SimpleNN, Adadelta, nll_loss on log-probabilities
+        transform = transforms.Compose([transforms.ToTensor(),
+                                        transforms.Normalize((lesson.MNIST_MEAN,), (lesson.MNIST_STD,))])
+        train_set = data.to_tensor_dataset(data.load_dataset("mnist", args.data_dir, True, transform))
+        model = lesson.SimpleNN().to(device)
+        optimizer, loss_fn = optim.Adadelta(model.parameters(), lr=args.lr), nn.NLLLoss()
+    elif "fashion_mnist" in script:  # T02: the chosen model, SGD with momentum, cross-entropy
+        train_set = lesson.load_data(args.dataset, args.data_dir).train_set
+        model = lesson.build_model(args.model, device)
+        optimizer = lesson.build_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
+        loss_fn = nn.CrossEntropyLoss()
+    else:  # T03: LeNet, SGD with momentum, cross-entropy
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(lesson.MEAN, lesson.STD)])
+        train_set = data.to_tensor_dataset(data.load_dataset("cifar10", args.data_dir, True, transform))
+        model = lesson.LeNet(len(lesson.CLASSES)).to(device)
+        optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+        loss_fn = nn.CrossEntropyLoss()
+    images, labels = (tensor.to(device) for tensor in train_set.tensors)
+    count, batch_size = len(labels), args.batch_size
+    model.train()
+    started = time.perf_counter()
+    for _ in range(args.epochs):
+        order = torch.randperm(count, device=device)
+        for start in range(0, count, batch_size):
+            rows = order[start:start + batch_size]
+            optimizer.zero_grad()
+            loss_fn(model(images[rows]), labels[rows]).backward()
+            optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    result_path.write_text(json.dumps({"images_per_second": count * args.epochs / seconds,
+                                       "threads": torch.get_num_threads()}))
+
+
+# --- In the parent process: run the children, print the tables ---------------------------------
+
+def run_child(mode: str, script: str, flags: list[str], folder: Path, threads: str, stand_in: bool) -> dict:
+    """Run one child process; return its results, its wall time and its peak memory."""
+    folder.mkdir(parents=True)
+    flags = [*flags, "--out-dir", str(folder / "run")] if mode == "run" else flags
+    result_path = folder / "result.json"
+    command = [sys.executable, __file__, "--child", mode, script, str(result_path),
+               *(["--stand-in"] if stand_in else []), "--", *flags]
+    environment = dict(os.environ)
+    environment.pop("OMP_NUM_THREADS", None)
+    if threads != "default":
+        environment["OMP_NUM_THREADS"] = threads  # torch reads it when it starts
+    started, launched = time.perf_counter(), time.time()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=environment, cwd=REPO)
+    if hasattr(os, "wait4"):  # POSIX: the child's own peak resident memory
+        _, status, usage = os.wait4(process.pid, 0)
+        returncode = os.waitstatus_to_exitcode(status)
+        peak_mb = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 2**20  # bytes on macOS, KiB on Linux
+    else:
+        returncode, peak_mb = process.wait(), float("nan")
+    wall, finished = time.perf_counter() - started, time.time()
+    if returncode != 0:
+        sys.exit(f"error: {' '.join(command)} exited with {returncode}")
+    result = json.loads(result_path.read_text()) | {"wall": wall, "peak_mb": peak_mb}
+    if mode == "run":
+        history = json.loads((folder / "run" / "metrics.json").read_text())
+        train_seconds = sum(row["train_images"] / row["train_images_per_second"] for row in history)
+        result |= {"images_per_second": sum(row["train_images"] for row in history) / train_seconds,
+                   "test_accuracy": history[-1]["test_accuracy"], "test_loss": history[-1]["test_loss"]}
+        result["phases"]["start"] = result["python_started"] - launched
+        result["phases"]["exit"] = finished - result["python_ended"]
+    return result
+
+
+def write_stand_in_data(root: Path, lessons: list[str], scale: float = 1.0) -> None:
+    """Stand-ins in the real file formats, full-size at scale 1: 60,000 + 10,000 MNIST-sized, 50,000 + 10,000 CIFAR."""
+    mnist_train, cifar_train, test = (max(100, round(size * scale)) for size in (60_000, 50_000, 10_000))
+    code = ["import sys", "from common import synthetic"]
+    if "t01" in lessons:
+        code.append(f"synthetic.write_mnist(sys.argv[1], 'MNIST', train_size={mnist_train}, test_size={test})")
+    if any(name.startswith("t02") for name in lessons):
+        code.append(f"synthetic.write_mnist(sys.argv[1], 'FashionMNIST', train_size={mnist_train}, test_size={test})")
+    if any(name.startswith("t03") for name in lessons):
+        code.append(f"synthetic.write_cifar10(sys.argv[1], train_size={cifar_train}, test_size={test})")
+    subprocess.run([sys.executable, "-c", "; ".join(code), str(root)], cwd=REPO, check=True)
+
+
+def fastest(mode: str, script: str, flags: list[str], folder: Path, threads: str, stand_in: bool,
+            repeat: int) -> dict:
+    """Run a child `repeat` times; keep the run that trained fastest (the others were slowed by something else)."""
+    runs = [run_child(mode, script, flags, folder / f"try{i}", threads, stand_in) for i in range(repeat)]
+    return max(runs, key=lambda result: result["images_per_second"])
+
+
+def print_table(title: str, results: dict, threads: int) -> None:
+    print(f"\n{title} (torch threads: {threads})")
+    print(f"{'':24}{'train img/s':>12}{'of limit':>9}{'end to end':>11}{'peak RAM':>9} | "
+          + " ".join(f"{phase:>8}" for phase in PHASES))
+    limit = results["limit"]["images_per_second"]
+    for name, result in results.items():
+        speed = result["images_per_second"]
+        line = f"  {name:<22}{speed:>12,.0f}{speed / limit:>9.0%}"
+        if "phases" in result:
+            line += f"{result['wall']:>10.1f}s{result['peak_mb']:>7.0f}MB | " + " ".join(
+                f"{result['phases'][phase]:>7.2f}s" for phase in PHASES)
+        print(line)
+    fast, classic = results.get("in-memory"), results.get("classic")
+    if fast and classic:
+        same = fast["test_accuracy"] == classic["test_accuracy"] and fast["test_loss"] == classic["test_loss"]
+        print(f"  in-memory against classic: {classic['wall'] / fast['wall']:.1f}x faster end to end, "
+              f"{fast['images_per_second'] / classic['images_per_second']:.1f}x faster training; "
+              f"same test accuracy and loss: {'yes' if same else 'NO (investigate!)'}")
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":  # python bench_lessons.py --child MODE SCRIPT RESULT ...
+        mode, script, result_path, *rest = sys.argv[2:]
+        stand_in = rest[:1] == ["--stand-in"]
+        flags = rest[rest.index("--") + 1:]
+        (child_run if mode == "run" else child_limit)(script, flags, Path(result_path), stand_in)
+        return
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lessons", default=",".join(LESSONS), help=f"comma-separated, from {', '.join(LESSONS)} "
+                        "(default: all)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
+    parser.add_argument("--threads", default="1,default", help="torch thread settings to run, comma-separated: "
+                        "a number or 'default' (default: 1,default)")
+    parser.add_argument("--pipelines", default="in-memory,classic",
+                        help="which script pipelines to time besides the limit (default: in-memory,classic)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run everything N times and keep each one's fastest training (default: 1)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding the datasets (default: data/)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="write full-size stand-ins of the datasets, in their real file formats, to a "
+                             "temporary folder and time on those (for machines without the real data)")
+    parser.add_argument("--stand-in-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: smaller
+    parser.add_argument("script_args", nargs="*", help="extra flags for every script, after --")
+    args = parser.parse_args()
+    lessons = args.lessons.split(",")
+    unknown = [name for name in lessons if name not in LESSONS]
+    if unknown:
+        parser.error(f"unknown lesson {unknown[0]!r}: choose from {', '.join(LESSONS)}")
+    pipelines = args.pipelines.split(",")
+
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}, "
+          f"Python {platform.python_version()}")
+    source = "full-size stand-ins in the real file formats (--synthetic)" if args.synthetic else "the real datasets"
+    print(f"Data: {source}; {args.epochs} epoch(s) a run; extra flags: {' '.join(args.script_args) or 'none'}; "
+          + (f"the fastest of {args.repeat} runs each" if args.repeat > 1 else "one run each"))
+    print("Phases: " + "; ".join(f"{phase} = {text}" for phase, text in PHASE_HELP.items()))
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir
+        if args.synthetic:
+            data_dir = Path(tmp) / "data"
+            write_stand_in_data(data_dir, lessons, args.stand_in_scale)
+        common = ["--epochs", str(args.epochs), "--log-interval", "1000000", *args.script_args]
+        common += ["--data-dir", str(data_dir)] if data_dir is not None else []
+        for threads in args.threads.split(","):
+            for name in lessons:
+                title, script, flags = LESSONS[name]
+                folder = Path(tmp) / f"{name}-{threads}"
+                results = {"limit": fastest("limit", script, [*common, *flags], folder / "limit", threads,
+                                            args.synthetic, args.repeat)}
+                for pipeline in pipelines:
+                    extra = ["--classic-pipeline"] if pipeline == "classic" else []
+                    results[pipeline] = fastest("run", script, [*common, *flags, *extra], folder / pipeline, threads,
+                                                args.synthetic, args.repeat)
+                print_table(title, results, results["limit"]["threads"])
+                sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
