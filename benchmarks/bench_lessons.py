@@ -218,10 +218,8 @@ def write_stand_in_data(root: Path, lessons: list[str], scale: float = 1.0) -> N
     subprocess.run([sys.executable, "-c", "; ".join(code), str(root)], cwd=REPO, check=True)
 
 
-def fastest(mode: str, script: str, flags: list[str], folder: Path, threads: str, stand_in: bool,
-            repeat: int) -> dict:
-    """Run a child `repeat` times; keep the run that trained fastest (the others were slowed by something else)."""
-    runs = [run_child(mode, script, flags, folder / f"try{i}", threads, stand_in) for i in range(repeat)]
+def fastest(runs: list[dict]) -> dict:
+    """The run that trained fastest: the others were slowed down by something else on the machine."""
     return max(runs, key=lambda result: result["images_per_second"])
 
 
@@ -293,12 +291,15 @@ def main() -> None:
             for name in lessons:
                 title, script, flags = LESSONS[name]
                 folder = Path(tmp) / f"{name}-{threads}"
-                results = {"limit": fastest("limit", script, [*common, *flags], folder / "limit", threads,
-                                            args.synthetic, args.repeat)}
-                for pipeline in pipelines:
-                    extra = ["--classic-pipeline"] if pipeline == "classic" else []
-                    results[pipeline] = fastest("run", script, [*common, *flags, *extra], folder / pipeline, threads,
-                                                args.synthetic, args.repeat)
+                tries: dict[str, list[dict]] = {"limit": [], **{pipeline: [] for pipeline in pipelines}}
+                for attempt in range(args.repeat):  # taken in turn, so that a busy moment slows all of them alike
+                    tries["limit"].append(run_child("limit", script, [*common, *flags], folder / f"limit{attempt}",
+                                                    threads, args.synthetic))
+                    for pipeline in pipelines:
+                        extra = ["--classic-pipeline"] if pipeline == "classic" else []
+                        tries[pipeline].append(run_child("run", script, [*common, *flags, *extra],
+                                                         folder / f"{pipeline}{attempt}", threads, args.synthetic))
+                results = {name: fastest(runs) for name, runs in tries.items()}
                 print_table(title, results, results["limit"]["threads"])
                 sys.stdout.flush()
 
