@@ -291,15 +291,17 @@ def main() -> None:
             for name in lessons:
                 title, script, flags = LESSONS[name]
                 folder = Path(tmp) / f"{name}-{threads}"
-                tries: dict[str, list[dict]] = {"limit": [], **{pipeline: [] for pipeline in pipelines}}
-                for attempt in range(args.repeat):  # taken in turn, so that a busy moment slows all of them alike
-                    tries["limit"].append(run_child("limit", script, [*common, *flags], folder / f"limit{attempt}",
-                                                    threads, args.synthetic))
-                    for pipeline in pipelines:
-                        extra = ["--classic-pipeline"] if pipeline == "classic" else []
-                        tries[pipeline].append(run_child("run", script, [*common, *flags, *extra],
-                                                         folder / f"{pipeline}{attempt}", threads, args.synthetic))
-                results = {name: fastest(runs) for name, runs in tries.items()}
+                names = ["limit", *pipelines]
+                tries: dict[str, list[dict]] = {kind: [] for kind in names}
+                for attempt in range(args.repeat):
+                    # Taken in turn, each attempt starting with the next one: a busy moment on the
+                    # machine, or a CPU that slows down after a minute at full load, hits all alike.
+                    for kind in names[attempt % len(names):] + names[:attempt % len(names)]:
+                        mode = "limit" if kind == "limit" else "run"
+                        extra = ["--classic-pipeline"] if kind == "classic" else []
+                        tries[kind].append(run_child(mode, script, [*common, *flags, *extra],
+                                                     folder / f"{kind}{attempt}", threads, args.synthetic))
+                results = {kind: fastest(runs) for kind, runs in tries.items()}
                 print_table(title, results, results["limit"]["threads"])
                 sys.stdout.flush()
 
