@@ -162,6 +162,9 @@ def launcher_words(processes: Processes) -> list[str]:
 def end_processes(processes: Processes) -> None:
     """Leave the process group (after the last collective operation)."""
     if processes.distributed:
+        # All leave together: a process that tears its connections down while another is still
+        # using them can make that one abort (gloo: "terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
