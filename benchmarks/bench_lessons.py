@@ -32,7 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-STARTED = time.time()  # in a child process: when Python reached its first line (compared with the parent's clock)
 REPO = Path(__file__).resolve().parents[1]
 # This parent process stays small on purpose (no torch, no dataset in memory): on Linux a
 # child's peak-memory figure starts from its parent's peak at the moment it was started.
@@ -79,7 +78,7 @@ def allow_stand_in_cifar() -> None:
 
 def child_run(script: str, argv: list[str], result_path: Path, stand_in: bool) -> None:
     """Run the lesson's main(argv), adding up the time spent in each phase; write them to result_path."""
-    imports_started = time.perf_counter()
+    imports_started, imports_started_wall = time.perf_counter(), time.time()  # "start" ends here
     lesson = lesson_module(script)
     from common import lifecycle
 
@@ -117,7 +116,7 @@ def child_run(script: str, argv: list[str], result_path: Path, stand_in: bool) -
     totals["outputs"] = ended - loop_ended
     totals["other"] = ended - imports_started - sum(totals.values())
     result_path.write_text(json.dumps({"phases": totals, "threads": torch.get_num_threads(),
-                                       "python_started": STARTED, "python_ended": time.time()}))
+                                       "python_started": imports_started_wall, "python_ended": time.time()}))
 
 
 def child_limit(script: str, argv: list[str], result_path: Path, stand_in: bool) -> None:

@@ -41,7 +41,8 @@ def test_the_benchmark_prints_the_limit_both_pipelines_and_where_the_time_went()
         times = [float(value.rstrip("s")) for value in rows[name].split("|")[1].split()]
         end_to_end = float(rows[name].split()[3].rstrip("s"))
         assert len(times) == len(bench_lessons.PHASES) and min(times) >= -0.01
-        assert sum(times) == pytest.approx(end_to_end, abs=0.05)  # the phases add up to the whole run
+        # The phases add up to the whole run (printed to 0.01 s each, the whole to 0.1 s).
+        assert sum(times) == pytest.approx(end_to_end, abs=0.1)
         assert times[bench_lessons.PHASES.index("training")] > 0 and times[bench_lessons.PHASES.index("imports")] > 0
     assert "same test accuracy and loss: yes" in out
 
