@@ -23,15 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn, optim
 from torch.optim.lr_scheduler import StepLR
-from torch.utils.data import DataLoader
-from torchvision import transforms
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 try:
     from common import cli, data
-    from common.device import add_device_arguments, device_from_args
-    from common.lifecycle import TrainingRun
-    from common.seed import seed_everything
+    from common.device import seed_everything, select_device
+    from common.run import TrainingRun
 except ModuleNotFoundError as err:
     if not (err.name or "").startswith("common"):
         raise
@@ -60,8 +59,8 @@ class SimpleNN(nn.Module):
         return F.log_softmax(x, dim=1)
 
 
-def train(model: nn.Module, device: torch.device, train_loader: DataLoader, optimizer: optim.Optimizer,
-          epoch: int, log_interval: int = 10, dry_run: bool = False) -> dict:
+def train(model: nn.Module, device: torch.device, train_loader: DataLoader, optimizer: optim.Optimizer, *,
+          epoch: int = 1, log_interval: int = 10, dry_run: bool = False) -> dict:
     """Train for one epoch; return the average training loss, the number of images seen and the time taken."""
     started = time.perf_counter()
     model.train()  # training mode (matters for dropout and batch norm; a good habit everywhere)
@@ -69,7 +68,7 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, opti
     loss_sum = torch.zeros((), device=device)  # a tensor, so the GPU never waits for .item() each batch
     seen = 0
     for batch_idx, (images, targets) in enumerate(train_loader):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images, targets = images.to(device), targets.to(device)
         optimizer.zero_grad()  # gradients add up across backward() calls: clear the last batch's
         output = model(images)
         loss = F.nll_loss(output, targets)  # the batch's average loss
@@ -86,13 +85,13 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, opti
             "train_seconds": time.perf_counter() - started}
 
 
-def test(model: nn.Module, device: torch.device, test_loader: DataLoader, dry_run: bool = False) -> dict:
+def test(model: nn.Module, device: torch.device, test_loader: DataLoader, *, dry_run: bool = False) -> dict:
     """Evaluate on the test set; return average loss, accuracy and counts."""
     model.eval()  # evaluation mode: dropout off, batch norm uses its running statistics
     test_loss, correct, seen = 0.0, 0, 0
     with torch.no_grad():  # no gradients needed to evaluate: faster and uses less memory
         for images, targets in test_loader:
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            images, targets = images.to(device), targets.to(device)
             output = model(images)
             # Sum the losses (not the batch mean), then divide once by the number of images: the
             # average is then right even when the last batch is smaller than the others.
@@ -128,34 +127,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how many batches to wait before logging training status (default: 10)")
     parser.add_argument("--save-model", action="store_true",
                         help="save the trained weights (state dict) as mnist_simple_nn.pt in the run folder")
-    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
-                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
-                             "(--batch-size, --lr and --gamma must be the same; --epochs may grow)")
-    add_device_arguments(parser)
-    cli.add_run_arguments(parser)
+    parser.add_common_flags()  # --seed, --device/--no-cuda/--no-mps, --data-dir, --out-dir, --resume, --show
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    device = device_from_args(args)
-    loader_generator = seed_everything(args.seed, args.deterministic)
+    device = select_device(args)  # CUDA, then Apple's MPS, then the CPU (or what --device says)
+    generator = seed_everything(args.seed, args.deterministic)  # and a generator for the shuffling
 
-    # 1. Data. ToTensor turns pixels 0..255 into 0..1; Normalize centres them (mean 0, std 1).
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
-    train_set = data.load_dataset("mnist", args.data_dir, train=True, transform=transform)
-    test_set = data.load_dataset("mnist", args.data_dir, train=False, transform=transform)
-    if not args.classic_pipeline:
-        # Apply the transform once and keep the tensors in memory: same numbers, no per-image
-        # PIL work each epoch (which otherwise costs far more than this small model).
-        train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
-        # On a GPU with memory to spare, keep them there: then no batch is copied from the host.
-        train_set, test_set = data.keep_on_gpu_if_it_fits([train_set, test_set], device, args.num_workers)
-    loader_kwargs = data.loader_options(args.num_workers, device, train_set)  # batching, workers, pinned memory
+    # 1. Data. torchvision reads the MNIST files; data.download() fetches them first if need be.
+    root = data.download("mnist", args.data_dir)
+    train_set, test_set = datasets.MNIST(root, train=True), datasets.MNIST(root, train=False)
+    # What transforms.Compose([ToTensor(), Normalize((0.1307,), (0.3081,))]) does to each image, done
+    # once for all 60,000 (the same numbers, bit for bit): pixels 0..255 -> 0..1 -> mean 0, std 1.
+    # Kept as tensors (on the GPU, if we train on one), no image is decoded again in any epoch.
+    train_images = ((train_set.data.unsqueeze(1).float() / 255 - MNIST_MEAN) / MNIST_STD).to(device)
+    test_images = ((test_set.data.unsqueeze(1).float() / 255 - MNIST_MEAN) / MNIST_STD).to(device)
+    train_set = TensorDataset(train_images, train_set.targets.to(device))
+    test_set = TensorDataset(test_images, test_set.targets.to(device))
     # Always shuffle the training set (a fixed order teaches the model the order), never the test set.
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                              generator=loader_generator, **loader_kwargs)
-    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False, **loader_kwargs)
+    # The sampler hands the loader a whole batch of shuffled indices and batch_size=None passes the
+    # dataset's answer (64 images, one indexing operation) straight through: the same batches as
+    # DataLoader(train_set, batch_size=64, shuffle=True), without 64 calls and a stack per step.
+    train_sampler = BatchSampler(RandomSampler(train_set, generator=generator), args.batch_size, drop_last=False)
+    train_loader = DataLoader(train_set, sampler=train_sampler, batch_size=None)
+    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False)
 
     # 2. Model, optimizer and learning-rate schedule. (The loss, nll_loss, is in train() and test().)
     model = SimpleNN().to(device)
@@ -164,13 +161,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # MNIST post keeps the learning rate constant, which is --gamma 1.
     scheduler = StepLR(optimizer, step_size=1, gamma=args.gamma)
 
-    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
-    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
-    with TrainingRun(__file__, args, model, optimizer, scheduler, loader_generator,
-                     must_match=("batch_size", "lr", "gamma")) as run:
+    # 3. The epoch loop. TrainingRun (common/run.py) is the bookkeeping around it: the run folder,
+    # a checkpoint after every epoch, --resume, Ctrl-C, divergence, metrics.json and curves.png.
+    with TrainingRun("mnist_nn", args, model, optimizer, scheduler, generator,
+                     must_match=["batch_size", "lr", "gamma"]) as run:
         for epoch in run.epochs():
-            train_metrics = train(model, device, train_loader, optimizer, epoch, args.log_interval, args.dry_run)
-            test_metrics = test(model, device, test_loader, args.dry_run)
+            train_metrics = train(model, device, train_loader, optimizer, epoch=epoch,
+                                  log_interval=args.log_interval, dry_run=args.dry_run)
+            test_metrics = test(model, device, test_loader, dry_run=args.dry_run)
             scheduler.step()  # once per epoch, after that epoch's optimizer steps
             run.end_epoch(train_metrics, test_metrics)
         run.save_curves("SimpleNN on MNIST")

@@ -1,44 +1,39 @@
-"""Pick the device to train on: CUDA, then Apple MPS, then CPU."""
+"""Where to compute, and how to make it repeatable: the device from the flags, and seeding.
+
+Used by every lesson script (T01-T05).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import re
 
+import numpy as np
 import torch
 
 from common.cli import UserError
 
 
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --device, --no-cuda, --no-mps and --no-accel to a parser."""
-    group = parser.add_argument_group("device")
-    group.add_argument("--device", default=None,
-                       help="cpu, cuda, cuda:N or mps (default: the best one available)")
-    group.add_argument("--no-cuda", action="store_true", help="do not use CUDA even if it is available")
-    group.add_argument("--no-mps", action="store_true", help="do not use Apple's MPS even if it is available")
-    group.add_argument("--no-accel", action="store_true", help="use the CPU only (same as --no-cuda --no-mps)")
-
-
 def mps_is_available() -> bool:
-    """True on Apple silicon with an MPS-enabled torch; False on torch builds that predate MPS."""
-    mps = getattr(torch.backends, "mps", None)  # torch < 1.12 has no torch.backends.mps
+    """True on Apple silicon with an MPS-enabled torch (torch < 1.12 has no torch.backends.mps at all)."""
+    mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
 
-def select_device(device: str | None = None, no_cuda: bool = False, no_mps: bool = False,
-                  no_accel: bool = False) -> torch.device:
-    """Return the device to use: an explicit `device` string wins, else CUDA, then MPS, then CPU."""
-    if device is not None:
-        return _check_explicit_device(device)
-    if not (no_accel or no_cuda) and torch.cuda.is_available():
+def select_device(args: argparse.Namespace) -> torch.device:
+    """The device the flags ask for: --device if given, else CUDA, then Apple's MPS, then the CPU."""
+    if args.device is not None:
+        return _explicit_device(args.device)
+    if not (args.no_accel or args.no_cuda) and torch.cuda.is_available():
         return torch.device("cuda")
-    if not (no_accel or no_mps) and mps_is_available():
+    if not (args.no_accel or args.no_mps) and mps_is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
 
-def _check_explicit_device(name: str) -> torch.device:
+def _explicit_device(name: str) -> torch.device:
     name = name.strip().lower()
     if name == "cpu":
         return torch.device("cpu")
@@ -47,29 +42,36 @@ def _check_explicit_device(name: str) -> torch.device:
             raise UserError("--device mps was asked for, but this torch/machine has no MPS support")
         return torch.device("mps")
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if match:
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} was asked for, but CUDA is not available "
-                            "(no NVIDIA GPU, or a CPU-only torch build)")
-        index = int(match.group(1) or 0)
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise UserError(f"--device {name}: this machine has {count} CUDA device(s), numbered from 0")
-        return torch.device(name)
-    raise UserError(f"unknown device {name!r}: choose cpu, cuda, cuda:N or mps")
+    if not match:
+        raise UserError(f"unknown device {name!r}: choose cpu, cuda, cuda:N or mps")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {name} was asked for, but CUDA is not available "
+                        "(no NVIDIA GPU, or a CPU-only torch build)")
+    if int(match.group(1) or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        "numbered from 0")
+    return torch.device(name)
 
 
-def device_from_args(args: argparse.Namespace) -> torch.device:
-    """select_device() driven by the flags from add_device_arguments()."""
-    return select_device(args.device, no_cuda=args.no_cuda, no_mps=args.no_mps, no_accel=args.no_accel)
+def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
+    """Seed Python, NumPy and torch (every device); return a generator seeded alike, for the DataLoader's shuffle.
+
+    With `deterministic`, torch also uses only deterministic algorithms (it warns where there is none),
+    which matters on GPUs: the same seed then gives the same numbers, run after run.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds CUDA and MPS
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
 
 
 def describe(device: torch.device) -> str:
     """One line naming the device and the torch/torchvision versions, for the top of a run's log."""
-    import torchvision  # imported here so common/ stays usable without torchvision installed
+    import torchvision
 
-    detail = ""
-    if device.type == "cuda":
-        detail = f" ({torch.cuda.get_device_name(device)})"
-    return (f"Using device: {device}{detail} | torch {torch.__version__}, "
-            f"torchvision {torchvision.__version__}")
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return f"Using device: {device}{name} | torch {torch.__version__}, torchvision {torchvision.__version__}"

@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n auto`: one worker per co
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # (and per process it starts): two threads per worker on
     torch.set_num_threads(1)  # shared cores wait for each other and run 5-10x slower
 
-from common import synthetic  # noqa: E402
+import stand_in_data  # noqa: E402  (tests/stand_in_data.py)
 
 
 class NetworkBlocked(OSError):
@@ -60,6 +60,6 @@ def mnist_root(tmp_path_factory) -> Path:
     Shared by many tests: treat it as read-only (copy it before damaging anything).
     """
     root = tmp_path_factory.mktemp("mnist-data")
-    synthetic.write_mnist(root, "MNIST", train_size=2000, test_size=500)
+    stand_in_data.write_mnist(root, "MNIST", train_size=2000, test_size=500)
     return root
 

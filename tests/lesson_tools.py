@@ -90,15 +90,20 @@ def expected_gradients(model: nn.Module, loss_fn, batches) -> list[list[torch.Te
 
 
 def count_single_image_reads(monkeypatch) -> list:
-    """Record every single image taken from an in-memory dataset, or from a batch it fetched whole.
+    """Record every TensorDataset read of one image (an int index) rather than a whole batch (a list of indices).
 
-    Training and testing should take none: InMemoryDataset.__getitems__ fetches each batch with
-    one indexing operation, and loader_options' collate_fn passes it on without unstacking it.
+    Training should take none: the lessons' BatchSampler hands the dataset a batch's indices at once,
+    and batch_size=None passes the batch it returns straight on.
     """
-    from common import data
+    from torch.utils.data import TensorDataset
 
     reads = []
-    for cls in (data.InMemoryDataset, data.Batch):
-        real = cls.__getitem__
-        monkeypatch.setattr(cls, "__getitem__", lambda self, i, real=real: reads.append(i) or real(self, i))
+    real = TensorDataset.__getitem__
+
+    def spy(self, index):
+        if isinstance(index, int):
+            reads.append(index)
+        return real(self, index)
+
+    monkeypatch.setattr(TensorDataset, "__getitem__", spy)
     return reads

@@ -1,0 +1,438 @@
+"""The bookkeeping around a lesson's epoch loop: one `with TrainingRun(...) as run:` block.
+
+A lesson's main() builds the data, the loaders, the model, the loss, the optimizer and the
+scheduler itself, so the reader sees every PyTorch step. Then:
+
+    with TrainingRun("mnist_nn", args, model, optimizer, scheduler, generator,
+                     must_match=["batch_size", "lr"]) as run:
+        for epoch in run.epochs():
+            train_metrics = train(model, device, train_loader, optimizer, epoch=epoch)
+            test_metrics = test(model, device, test_loader)
+            scheduler.step()
+            run.end_epoch(train_metrics, test_metrics)
+        run.save_curves("SimpleNN on MNIST")
+
+What the block does, the same way in every lesson (T01, T02, T03, T05):
+- **A new run folder** `runs/<name>-<date>-<time>/` (or `--out-dir`). A folder that holds a run is
+  never reused: the run stops with one line naming it. `--resume` continues in the checkpoint's folder.
+- **A checkpoint after every epoch** (`checkpoint.pt`: weights, optimizer, scheduler, epoch, metrics,
+  flags and every random-number state), written to `checkpoint.pt.tmp` and renamed over the old one,
+  so it is always whole. `metrics.json`/`metrics.csv` and `train.log` follow it. The checkpoint is the
+  one source of truth: whatever stops the run, the metrics files are rewritten from it.
+- **Resume** (`--resume PATH`): the same script, the same number of processes, and the same flags in
+  `must_match` and `--seed`, or one line naming each difference. `--epochs` may grow. Every random
+  state is restored, so the resumed run gives the numbers an uninterrupted run gives, bit for bit.
+- **Ctrl-C** keeps the last finished epoch (the interrupted one is trained again on resume) and says
+  which epoch the checkpoint holds. **Divergence** (a NaN or infinite loss or weight) stops the run with
+  one line; such weights are never saved.
+- **Several processes** (T05): every process makes its own `TrainingRun`; only process 0 (`is_main`)
+  prints and writes, and each process's random states are saved and restored for that process.
+Reads `args.epochs`, `args.resume`, `args.out_dir`, `args.seed`, `args.dry_run` and `args.show`
+(cli's add_common_flags adds all but --epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from common.cli import REPO_ROOT, UserError
+from common.device import describe
+
+RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv", "train.log")
+
+
+class Diverged(UserError):
+    """The loss or the weights stopped being finite numbers (NaN or infinity)."""
+
+
+class TrainingRun:
+    """Run folder, checkpoints, resume, Ctrl-C, divergence, metrics and figures for one training run."""
+
+    def __init__(self, name: str, args: argparse.Namespace, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Any = None, generator: torch.Generator | None = None, *,
+                 must_match: Sequence[str] = (), is_main: bool = True) -> None:
+        self.name, self.args, self.model, self.optimizer = name, args, model, optimizer
+        self.scheduler, self.generator, self.is_main = scheduler, generator, is_main
+        self.must_match = [*must_match, "seed"]  # the seed decides the data split and every shuffle
+        self.history: list[dict] = []
+        self.done = 0  # epochs finished before this process started (a resumed run's checkpoint)
+        self.epoch = 0  # the epoch in progress
+        self.resumed = args.resume is not None
+        self.folder = Path(args.resume).parent if self.resumed else Path()
+        self.checkpoint = self.folder / "checkpoint.pt"
+        self._made_folder = False
+        self._saved = False  # has this run written a checkpoint?
+        self._started = 0.0
+        self._lr = 0.0
+
+    # --- start: a new folder, or the checkpoint's --------------------------------------------------
+
+    def __enter__(self) -> TrainingRun:
+        error = None
+        try:
+            state = self._check_resume() if self.resumed else None
+            if self.is_main and not self.resumed:
+                self._claim_new_folder()
+            if state is not None:
+                self._restore(state)
+        except UserError as err:
+            error = err
+        try:
+            _all_agree(error)  # with several processes, all stop if any one cannot start
+            if self.is_main:
+                self.log(describe(_device_of(self.model)))
+                self.log(f"Flags: {_plain(vars(self.args))}", echo=False)
+                if self.resumed:
+                    write_metrics(self.history, self.folder)  # in step with the checkpoint again
+                    self.log(f"Resuming from {self.checkpoint} after epoch {self.done}")
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)  # a new folder that holds no run is removed again
+            raise
+        return self
+
+    def _claim_new_folder(self) -> None:
+        self.folder, self._made_folder = new_folder(self.args.out_dir, self.name)
+        self.checkpoint = self.folder / "checkpoint.pt"
+        found = [f for f in RUN_FILES if (self.folder / f).exists()]
+        try:
+            if not found:
+                open(self.folder / "train.log", "x").close()  # exclusive: of two runs started at once, one wins
+        except FileExistsError:
+            found = ["train.log"]
+        except OSError as err:
+            raise UserError(f"cannot write in the run folder {self.folder}: {err.strerror or err}") from None
+        if found:
+            hint = (f"continue that run with --resume {self.checkpoint}" if "checkpoint.pt" in found
+                    else "delete the folder if you no longer need it (it has no checkpoint.pt to resume)")
+            self._made_folder = False  # not ours to clean up
+            raise UserError(f"{self.folder} already holds another run ({', '.join(found)}): choose a new "
+                            f"--out-dir, or {hint}")
+
+    def _check_resume(self) -> dict:
+        """The checkpoint, if this run continues it exactly; otherwise a UserError naming why not."""
+        path = self.checkpoint
+        if self.args.out_dir is not None and Path(self.args.out_dir).resolve() != self.folder.resolve():
+            raise UserError(f"--resume continues in the checkpoint's own folder {self.folder}; "
+                            f"leave out --out-dir {self.args.out_dir}")
+        state = read_checkpoint(path)
+        if state.get("script") != self.name:
+            raise UserError(f"{path} was written by {state.get('script') or 'another program'}, not by "
+                            f"{self.name}: resume it with the script that wrote it")
+        if state.get("world_size", 1) != _world_size():
+            raise UserError(f"{path} was trained by {state.get('world_size')} process(es), and this run has "
+                            f"{_world_size()}: resume it with as many")
+        now = _plain(vars(self.args))
+        differences = [f"--{key.replace('_', '-')} {state['args'].get(key)} (this run: {now.get(key)})"
+                       for key in self.must_match if state["args"].get(key) != now.get(key)]
+        if differences:
+            raise UserError(f"{path} was trained with other settings: {', '.join(differences)}. Pass the "
+                            "checkpoint's values to resume it, or start a new run without --resume")
+        if state["epoch"] > self.args.epochs:
+            raise UserError(f"{path} has already trained {state['epoch']} epochs; pass --epochs "
+                            f"{state['epoch']} or more to resume it")
+        return state
+
+    def _restore(self, state: dict) -> None:
+        """Weights, optimizer, scheduler, history and this process's random states, from the checkpoint."""
+        try:
+            self.model.load_state_dict(state["model_state_dict"])
+            self.optimizer.load_state_dict(state["optimizer_state_dict"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler_state_dict"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise UserError(f"{self.checkpoint} does not fit this model or optimizer "
+                            f"({str(err).strip().splitlines()[0][:160]})") from None
+        rng = state["rng"][_rank()]
+        torch.set_rng_state(rng["torch"])  # the checkpoint was read onto the CPU: set_rng_state needs that
+        device = _device_of(self.model)
+        if device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        if device.type == "mps" and rng.get("mps") is not None:
+            torch.mps.set_rng_state(rng["mps"])
+        if self.generator is not None and rng.get("generator") is not None:
+            self.generator.set_state(rng["generator"])
+        self.history, self.done = list(state["metrics"]), state["epoch"]
+
+    # --- the epochs ---------------------------------------------------------------------------------
+
+    def epochs(self) -> Iterator[int]:
+        """The epoch numbers still to train: 1 to --epochs, or on from the checkpoint's; one with --dry-run."""
+        last = 1 if self.args.dry_run else self.args.epochs
+        for epoch in range(self.done + 1, last + 1):
+            self.epoch = epoch
+            self._lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
+            self._started = time.perf_counter()
+            yield epoch
+
+    def end_epoch(self, train_metrics: dict, test_metrics: dict, **more: Any) -> dict:
+        """Record the epoch: stop if it diverged, else save the checkpoint and metrics; return its row."""
+        seconds = time.perf_counter() - self._started
+        row = _plain({"epoch": self.epoch, "lr": self._lr, **train_metrics, **test_metrics, **more,
+                      "seconds": round(seconds, 3)})
+        if row.get("train_seconds") and "train_images" in row:
+            row["train_images_per_second"] = round(row["train_images"] / row.pop("train_seconds"), 1)
+        self._check_finite(row)  # every process has the same weights and totals: all stop together
+        self.history.append(row)
+        rng = _gather(self._rng_state())  # every process's random states, for process 0 to save
+        error = None
+        if self.is_main:
+            try:
+                if not self.args.dry_run:  # one batch is no epoch: nothing to resume from
+                    atomic_write(lambda f: torch.save(self._checkpoint_state(rng), f), self.checkpoint)
+                    self._saved = True
+                write_metrics(self.history, self.folder)
+                speed = f" (training: {row['train_images_per_second']:,.0f} images/s)" \
+                    if "train_images_per_second" in row else ""
+                self.log(f"Epoch {self.epoch} took {seconds:.1f} s{speed}; " + ", ".join(
+                    f"{key} {value:.4g}" for key, value in row.items() if key.endswith(("_loss", "_accuracy"))))
+            except UserError as err:  # a full disk, say
+                error = err
+        _all_agree(error)
+        return row
+
+    def _check_finite(self, row: dict) -> None:
+        bad = [key for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)]
+        bad += [name for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if bad:
+            where = f"{bad[0]} = {row[bad[0]]}" if bad[0] in row else f"the weights ({bad[0]}, ...)"
+            kept = f"; {self.checkpoint} still holds epoch {len(self.history)}" if self.history else ""
+            raise Diverged(f"training diverged in epoch {self.epoch}: {where} is no longer a finite number at "
+                           f"learning rate {self._lr:g}. Nothing of this epoch was saved{kept}. "
+                           "Start again with a smaller --lr (try 10 times smaller)")
+
+    def _rng_state(self) -> dict:
+        device = _device_of(self.model)
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "mps": torch.mps.get_rng_state() if device.type == "mps" else None,
+                "generator": self.generator.get_state() if self.generator is not None else None}
+
+    def _checkpoint_state(self, rng: list[dict]) -> dict:
+        return {"script": self.name, "model_class": type(self.model).__name__,
+                "model_state_dict": self.model.state_dict(), "optimizer_state_dict": self.optimizer.state_dict(),
+                "scheduler_state_dict": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "epoch": self.epoch, "loss": self.history[-1].get("train_loss"), "metrics": self.history,
+                "args": _plain(vars(self.args)), "world_size": len(rng), "rng": rng}
+
+    # --- outputs -------------------------------------------------------------------------------------
+
+    def log(self, text: str, echo: bool = True) -> None:
+        """Print `text` (if `echo`) and append it, time-stamped, to the run's train.log (process 0 only)."""
+        if not self.is_main:
+            return
+        if echo:
+            print(text)
+        try:
+            with open(self.folder / "train.log", "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        except OSError as err:
+            raise UserError(f"could not write {self.folder / 'train.log'}: {err.strerror or err}") from None
+
+    def save_weights(self, filename: str) -> Path:
+        """Save the model's weights alone (its state dict) in the run folder: what you load to use the model."""
+        self._check_finite({})
+        path = self.folder / filename
+        if self.is_main:
+            atomic_write(lambda f: torch.save(self.model.state_dict(), f), path)
+        return path
+
+    def save_figure(self, fig: Any, filename: str) -> Path:
+        """Save a matplotlib figure as a PNG in the run folder; show it too with --show; then close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.folder / filename
+        if self.is_main:
+            atomic_write(lambda f: fig.savefig(f, format="png", dpi=100), path)
+            if self.args.show:
+                plt.show()
+        plt.close(fig)
+        return path
+
+    def save_curves(self, title: str) -> Path:
+        """Save curves.png: the losses, and the test (and validation) accuracy, against the epoch."""
+        import matplotlib.pyplot as plt
+
+        epochs = [row["epoch"] for row in self.history]
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+        for key, style in (("train_loss", "o-"), ("val_loss", "^-"), ("test_loss", "s-")):
+            if all(key in row for row in self.history):
+                ax_loss.plot(epochs, [row[key] for row in self.history], style, label=key.split("_")[0])
+        for key, style in (("val_accuracy", "^-"), ("test_accuracy", "s-")):
+            if all(key in row for row in self.history):
+                ax_acc.plot(epochs, [100 * row[key] for row in self.history], style, label=key.split("_")[0])
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+        ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+            ax.legend()
+            ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs only
+        fig.suptitle(title)
+        fig.tight_layout()
+        return self.save_figure(fig, "curves.png")
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def __exit__(self, kind, error, trace) -> bool:
+        if not self.is_main or not self.folder.name:
+            return False
+        (self.folder / "checkpoint.pt.tmp").unlink(missing_ok=True)  # a save cut short
+        state = None
+        if self.checkpoint.is_file() and kind is not None:
+            try:  # the checkpoint decides which epoch was kept: the metrics files follow it
+                state = read_checkpoint(self.checkpoint)
+                write_metrics(state["metrics"], self.folder)
+            except UserError:
+                state = None
+        if kind is None:
+            files = sorted(p.name for p in self.folder.iterdir())
+            self.log(f"Run folder: {self.folder} ({', '.join(files)})")
+        elif issubclass(kind, KeyboardInterrupt):
+            if state is not None:
+                self.log(f"\nInterrupted in epoch {self.epoch}. {self.checkpoint} holds epoch {state['epoch']}, "
+                         f"the last finished one: run the same command again with --resume {self.checkpoint} "
+                         "to continue.")
+            else:
+                self.log(f"\nInterrupted in epoch {self.epoch}, before any epoch finished: nothing to keep.")
+        elif issubclass(kind, UserError):
+            self.log(f"error: {error}", echo=False)  # cli.run_main prints it on the console
+        if kind is not None and not self.resumed and not self._saved and not self.args.dry_run:
+            for name in RUN_FILES:  # a new run that finished no epoch leaves nothing behind
+                (self.folder / name).unlink(missing_ok=True)
+            if self._made_folder and not any(self.folder.iterdir()):
+                self.folder.rmdir()
+        return False  # the exception goes on to cli.run_main: one line, exit 2 (130 for Ctrl-C)
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+def new_folder(out_dir: Path | None, name: str) -> tuple[Path, bool]:
+    """`out_dir` (made if missing), or a new runs/<name>-<date>-<time>; and whether this call made it."""
+    try:
+        if out_dir is not None:
+            made = not Path(out_dir).exists()
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            return Path(out_dir), made
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for number in range(1, 1000):  # two runs started in the same second get a folder each
+            folder = REPO_ROOT / "runs" / (f"{name}-{stamp}" + (f"-{number}" if number > 1 else ""))
+            try:
+                folder.mkdir(parents=True)
+                return folder, True
+            except FileExistsError:
+                continue
+        raise UserError(f"no free run folder name for {name}-{stamp}")
+    except OSError as err:
+        raise UserError(f"cannot create the run folder {out_dir or REPO_ROOT / 'runs'}: {err.strerror or err}") \
+            from None
+
+
+def atomic_write(write: Callable[[Any], object], path: Path) -> None:
+    """`write(file)` into `<path>.tmp`, then rename it over `path`: the old file or the new one, never half.
+
+    A full disk or a folder you may not write to becomes a one-line UserError; the old file stays.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as err:  # torch.save says "unexpected pos" for a full disk
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, RuntimeError) and "unexpected pos" not in str(err):
+            raise
+        reason = getattr(err, "strerror", None) or "no space left on the device"
+        kept = " (the previous version is intact)" if path.exists() else ""
+        raise UserError(f"could not write {path}: {reason}{kept}") from None
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A training checkpoint of this project, read onto the CPU with weights_only=True; else one line why not."""
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a torn, foreign or non-PyTorch file: pickle, zip and torch all have their errors
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(err).strip()[:120]})") from None
+    fields = {"model_state_dict": dict, "optimizer_state_dict": dict, "epoch": int, "metrics": list, "args": dict,
+              "rng": list}
+    wrong = [key for key, kind in fields.items() if not isinstance(state, dict) or not isinstance(state.get(key), kind)]
+    if wrong:
+        raise UserError(f"{path} is not a training checkpoint of these lessons ({', '.join(wrong)} missing or "
+                        "of the wrong type); a file of weights alone cannot resume training")
+    return state
+
+
+def write_metrics(history: list[dict], folder: Path) -> None:
+    """metrics.json (strict JSON: NaN and infinity become null) and metrics.csv, one row per epoch."""
+    rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+            for row in history]
+    text = json.dumps(rows, indent=2, allow_nan=False) + "\n"
+    atomic_write(lambda f: f.write(text.encode("utf-8")), folder / "metrics.json")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(lambda f: f.write(table.getvalue().encode("utf-8")), folder / "metrics.csv")
+
+
+# --- small helpers -----------------------------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    """Flags and metrics as plain Python values (a Path as text, a 0-d tensor as a number): what JSON and
+    weights_only=True take."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _distributed() else 0
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if _distributed() else 1
+
+
+def _gather(obj: Any) -> list:
+    """Every process's `obj`, in rank order (a list of one without torch.distributed)."""
+    if not _distributed():
+        return [obj]
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def _all_agree(error: UserError | None) -> None:
+    """Raise on every process if any process has an error, so none waits for one that has given up."""
+    errors = [str(e) if e else None for e in _gather(error)]
+    first = next((e for e in errors if e), None)
+    if first is not None:
+        raise error if error is not None else UserError(first)
