@@ -34,7 +34,7 @@ except (ImportError, OSError) as err:  # nothing else can be checked without tor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 try:
     from common import cli
-    from common.device import add_device_arguments, device_from_args, mps_is_available
+    from common.device import mps_is_available, select_device
 except ModuleNotFoundError as err:
     if not (err.name or "").startswith("common"):
         raise
@@ -129,7 +129,7 @@ def cuda_fix_command(torch_cuda: str | None, driver_cuda: str | None) -> str | N
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="Print the versions, devices and CUDA setup the lessons will use.")
-    add_device_arguments(parser)  # so it reports the device the lessons pick with the same flags
+    parser.add_common_flags()  # the lessons' flags, so it reports the device they pick with the same ones
     return parser.parse_args(argv)
 
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # The device every lesson picks with these flags (common.device.select_device: CUDA, then MPS, then CPU).
     try:
-        facts["device"] = str(device_from_args(args))
+        facts["device"] = str(select_device(args))
         print(f"Lessons will use: {facts['device']}")
     except cli.UserError as err:  # e.g. --device cuda without CUDA: the lessons would stop with this line
         facts["device"] = None

@@ -51,9 +51,9 @@ class ArgumentParser(argparse.ArgumentParser):
         group.add_argument("--no-accel", action="store_true", help="use the CPU only (same as --no-cuda --no-mps)")
         group.add_argument("--data-dir", type=Path, default=None,
                            help="dataset folder (default: $PYTORCH_TUTORIAL_DATA_DIR or <repo>/data)")
-        group.add_argument("--out-dir", type=Path, default=None,
+        group.add_argument("--out-dir", type=_folder, default=None,
                            help="a new folder for this run's files (default: a new folder under <repo>/runs)")
-        group.add_argument("--resume", type=Path, default=None, metavar="PATH",
+        group.add_argument("--resume", type=_existing_file, default=None, metavar="PATH",
                            help="continue the run whose checkpoint.pt this is, in its own folder; the flags "
                                 "that define the run must be the same (--epochs may grow)")
         group.add_argument("--show", action="store_true", help="also open the figures in a window")
@@ -83,6 +83,18 @@ def positive_float(text: str) -> float:
     if not 0 < value <= FLOAT32_MAX:  # also false for nan
         raise argparse.ArgumentTypeError(f"must be a number greater than 0 and at most about 3.4e38, got {text}")
     return value
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():  # Path("") is the current folder: the run's files would land wherever you are
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return Path(text)
+
+
+def _existing_file(text: str) -> Path:
+    if not Path(text).is_file():  # said at once, before any data is loaded
+        raise argparse.ArgumentTypeError(f"checkpoint {text} does not exist")
+    return Path(text)
 
 
 def _seed(text: str) -> int:

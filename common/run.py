@@ -122,7 +122,7 @@ class TrainingRun:
 
     def _check_resume(self) -> dict:
         """The checkpoint, if this run continues it exactly; otherwise a UserError naming why not."""
-        path = self.checkpoint
+        path = Path(self.args.resume)
         if self.args.out_dir is not None and Path(self.args.out_dir).resolve() != self.folder.resolve():
             raise UserError(f"--resume continues in the checkpoint's own folder {self.folder}; "
                             f"leave out --out-dir {self.args.out_dir}")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import stand_in_data
 import torch
 
-from common import cli, synthetic
-from common.checkpoint import safe_load
+from common import cli
 from T01_mnist_nn import get_mnist_statistics, mnist_nn
 from tests.lesson_tools import (
     RecordingSGD,
@@ -36,6 +36,10 @@ TIMING_KEYS = {"seconds", "train_images_per_second"}
 
 def run(mnist_root: Path, out_dir: Path, *flags: str) -> list[dict]:
     return mnist_nn.main(["--data-dir", str(mnist_root), "--out-dir", str(out_dir), "--no-accel", *flags])
+
+
+def safe_load(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def without_timing(history: list[dict]) -> list[dict]:
@@ -62,12 +66,6 @@ def test_gamma_1_keeps_the_learning_rate_constant_as_the_post_does(mnist_root, t
     assert "from pytorch/examples, not the post; --gamma 1 keeps the lr constant" in help_text
 
 
-def test_defaults_are_the_posts_run():
-    args = mnist_nn.parse_args([])
-    assert (args.batch_size, args.test_batch_size, args.epochs, args.lr, args.gamma, args.log_interval,
-            args.seed) == (64, 1000, 14, 1.0, 0.7, 10, 1)
-
-
 def test_trains_end_to_end(mnist_root, tmp_path, capsys):
     history = run(mnist_root, tmp_path, "--epochs", "3", "--test-batch-size", "200")
     out = capsys.readouterr().out
@@ -85,16 +83,43 @@ def test_trains_end_to_end(mnist_root, tmp_path, capsys):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "metrics.json").read_text()) == history
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Train Epoch: 3 [2000/2000 (100%)]" in (tmp_path / "train.log").read_text()
+    log = (tmp_path / "train.log").read_text()  # the run's own record: one line per epoch, time-stamped
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d Epoch 3 took .*test_accuracy", log, re.MULTILINE)
+    assert "Using device: cpu" in log and "'epochs': 3" in log
 
 
+def test_training_reads_whole_batches_that_equal_torchvisions_transform(mnist_root, tmp_path, monkeypatch):
+    """The tensors made once in main() are what ToTensor() + Normalize() give image by image, and the
+    training loader takes them a whole batch at a time (no image is read alone)."""
+    from torchvision import datasets, transforms
 
-def test_classic_pipeline_gives_the_same_numbers(mnist_root, tmp_path, monkeypatch):
+    made = {}
+    real_loader = mnist_nn.DataLoader
+
+    def keep(dataset, *args, **kwargs):
+        made.setdefault("train" if "sampler" in kwargs else "test", dataset)
+        return real_loader(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(mnist_nn, "DataLoader", keep)
     reads = count_single_image_reads(monkeypatch)
-    fast = run(mnist_root, tmp_path / "fast", "--epochs", "1")
-    assert reads == []  # the in-memory loaders fetched whole batches (InMemoryDataset.__getitems__)
-    classic = run(mnist_root, tmp_path / "classic", "--epochs", "1", "--classic-pipeline")
-    assert without_timing(fast) == without_timing(classic)
+    real_train, while_training = mnist_nn.train, []
+
+    def counting_train(*args, **kwargs):
+        before = len(reads)
+        result = real_train(*args, **kwargs)
+        while_training.extend(reads[before:])
+        return result
+
+    monkeypatch.setattr(mnist_nn, "train", counting_train)
+    run(mnist_root, tmp_path, "--epochs", "1", "--log-interval", "100")
+    monkeypatch.undo()
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    for part, train in (("train", True), ("test", False)):
+        reference = datasets.MNIST(mnist_root, train=train, transform=transform)
+        images, labels = made[part].tensors
+        for i in (0, 1, len(reference) - 1):
+            assert torch.equal(images[i], reference[i][0]) and labels[i] == reference[i][1]  # bit for bit
+    assert while_training == []  # whole batches only, while training
 
 
 def test_same_seed_same_metrics_other_seed_differs(mnist_root, tmp_path):
@@ -155,10 +180,12 @@ def test_ctrl_c_mid_epoch_then_the_printed_command_equals_an_uninterrupted_run(m
         run(mnist_root, tmp_path / "split", *flags)
     monkeypatch.undo()
     out = capsys.readouterr().out
-    assert safe_load(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1  # the last finished epoch, untouched
-    command = shlex.split(out.split("continue with:\n")[1].splitlines()[0])
-    assert command[:2] == ["python", os.path.relpath(SCRIPT)]
-    resumed = mnist_nn.main(command[2:])  # the command exactly as printed
+    checkpoint = tmp_path / "split" / "checkpoint.pt"
+    assert safe_load(checkpoint)["epoch"] == 1  # the last finished epoch, untouched
+    assert f"{checkpoint} holds epoch 1" in out and f"run the same command again with --resume {checkpoint}" in out
+    assert json.loads((tmp_path / "split" / "metrics.json").read_text()) == safe_load(checkpoint)["metrics"]
+    command = ["--data-dir", str(mnist_root), "--out-dir", str(tmp_path / "split"), "--no-accel", *flags]
+    resumed = mnist_nn.main([*command, "--resume", str(checkpoint)])  # the same command, with --resume
     assert without_timing(resumed) == without_timing(straight)
     assert [row["lr"] for row in resumed] == [0.8, 0.4, 0.2]  # StepLR once per epoch: lr x gamma each time
     weights = safe_load(tmp_path / "split" / "checkpoint.pt")["model_state_dict"]
@@ -173,6 +200,9 @@ def test_resume_with_other_settings_names_each(mnist_root, tmp_path, capsys):
                       "--batch-size", "32", "--resume", str(tmp_path / "checkpoint.pt")], capsys)
     for words in ("--lr 1.0 (this run: 0.5)", "--gamma 0.7 (this run: 0.9)", "--batch-size 64 (this run: 32)"):
         assert words in err
+    err = user_error(["--data-dir", str(mnist_root), "--epochs", "2", "--seed", "2",
+                      "--resume", str(tmp_path / "checkpoint.pt")], capsys)
+    assert "--seed 1 (this run: 2)" in err
 
 
 def test_diverging_run_stops_and_saves_no_weights(mnist_root, tmp_path, capsys):
@@ -262,7 +292,7 @@ def test_model_train_and_test_copy_out_alone_and_the_whole_script_needs_common(t
         model = SimpleNN()
         optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
         for epoch in (1, 2, 3):
-            train_metrics = train(model, torch.device("cpu"), loader, optimizer, epoch, log_interval=4)
+            train_metrics = train(model, torch.device("cpu"), loader, optimizer, epoch=epoch, log_interval=4)
         test_metrics = test(model, torch.device("cpu"), loader)
         assert test_metrics["test_accuracy"] > 0.8, test_metrics
         print("copied code OK", flush=True)
@@ -277,14 +307,19 @@ def test_model_train_and_test_copy_out_alone_and_the_whole_script_needs_common(t
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs: must be greater than 0"),
-    (["--epochs", "-2"], "--epochs: must be greater than 0"),
-    (["--batch-size", "0"], "--batch-size: must be greater than 0"),
-    (["--test-batch-size", "-1"], "--test-batch-size: must be greater than 0"),
-    (["--lr", "0"], "--lr: must be a finite number greater than 0"),
-    (["--lr", "-0.5"], "--lr: must be a finite number greater than 0"),
+    (["--epochs", "0"], "--epochs: must be from 1 to 2147483647, got 0"),
+    (["--epochs", "-2"], "--epochs: must be from 1 to 2147483647, got -2"),
+    (["--epochs", "1.5"], "--epochs: expected a whole number, got '1.5'"),
+    (["--batch-size", "0"], "--batch-size: must be from 1"),
+    (["--test-batch-size", "-1"], "--test-batch-size: must be from 1"),
+    (["--lr", "0"], "--lr: must be a number greater than 0"),
+    (["--lr", "-0.5"], "--lr: must be a number greater than 0"),
+    (["--lr", "nan"], "--lr: must be a number greater than 0"),
+    (["--lr", "1e39"], "--lr: must be a number greater than 0 and at most about 3.4e38"),
     (["--gamma", "abc"], "--gamma: expected a number"),
-    (["--log-interval", "0"], "--log-interval: must be greater than 0"),
+    (["--seed", "-1"], "--seed: must be from 0 to"),
+    (["--out-dir", ""], "--out-dir: must name a folder"),
+    (["--log-interval", "0"], "--log-interval: must be from 1"),
     (["--optimizer", "adam"], "unrecognized arguments: --optimizer adam"),
 ])
 def test_bad_flags_one_line_exit_2(flags, message, capsys):
@@ -313,25 +348,38 @@ def test_missing_resume_file(tmp_path, capsys):
         mnist_nn.main(["--resume", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
-    assert "--resume: checkpoint" in err and "nope.pt does not exist" in err
+    assert "checkpoint" in err and "nope.pt does not exist" in err
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_from_another_model(mnist_root, tmp_path, capsys):
-    other = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    torch.save({"model_class": "ConvNet", "model_state_dict": other.state_dict(), "epoch": 1},
-               tmp_path / "other.pt")
-    err = user_error(["--data-dir", str(mnist_root), "--out-dir", str(tmp_path / "run"),
-                      "--resume", str(tmp_path / "other.pt")], capsys)
-    assert "holds a ConvNet model, not a SimpleNN" in err
-
-
-def test_resume_past_the_last_epoch(mnist_root, tmp_path, capsys):
-    run(mnist_root, tmp_path, "--epochs", "1")
+def test_resume_refuses_another_scripts_checkpoint_and_fields_of_the_wrong_type(mnist_root, tmp_path, capsys):
+    run(mnist_root, tmp_path / "run", "--epochs", "1")
     capsys.readouterr()
+    checkpoint = safe_load(tmp_path / "run" / "checkpoint.pt")
+    torch.save({**checkpoint, "script": "fashion_mnist"}, tmp_path / "other.pt")
+    err = user_error(["--data-dir", str(mnist_root), "--epochs", "2", "--resume", str(tmp_path / "other.pt")], capsys)
+    assert "was written by fashion_mnist, not by mnist_nn" in err
+    for damage in ({"epoch": "one"}, {"metrics": None}, {"rng": {}}):
+        torch.save({**checkpoint, **damage}, tmp_path / "damaged.pt")
+        err = user_error(["--data-dir", str(mnist_root), "--epochs", "2", "--resume", str(tmp_path / "damaged.pt")],
+                         capsys)
+        assert f"{next(iter(damage))} missing or of the wrong type" in err
+    (tmp_path / "weights.pt").write_bytes(b"not a checkpoint at all")
+    err = user_error(["--data-dir", str(mnist_root), "--epochs", "2", "--resume", str(tmp_path / "weights.pt")], capsys)
+    assert "is not a readable PyTorch checkpoint" in err
+
+
+def test_resume_of_a_finished_run_writes_its_outputs_and_fewer_epochs_are_refused(mnist_root, tmp_path, capsys):
+    run(mnist_root, tmp_path, "--epochs", "2")
+    (tmp_path / "curves.png").unlink()  # as if Ctrl-C had come right after the last checkpoint
+    capsys.readouterr()
+    history = mnist_nn.main(["--data-dir", str(mnist_root), "--epochs", "2", "--save-model",
+                             "--resume", str(tmp_path / "checkpoint.pt")])
+    assert [row["epoch"] for row in history] == [1, 2]  # nothing trained again
+    assert (tmp_path / "curves.png").is_file() and (tmp_path / "mnist_simple_nn.pt").is_file()
     err = user_error(["--data-dir", str(mnist_root), "--epochs", "1", "--resume", str(tmp_path / "checkpoint.pt")],
                      capsys)
-    assert "already trained 1 epoch(s)" in err
+    assert "has already trained 2 epochs; pass --epochs 2 or more" in err
 
 
 def test_offline_without_data(tmp_path, capsys):
@@ -357,7 +405,7 @@ def test_runs_from_inside_its_folder(mnist_root, tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, which Windows delivers differently")
 def test_ctrl_c_in_a_real_process(tmp_path):
     data_dir = tmp_path / "data"
-    synthetic.write_mnist(data_dir, "MNIST", train_size=6400, test_size=100)
+    stand_in_data.write_mnist(data_dir, "MNIST", train_size=6400, test_size=100)
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--no-accel", "--epochs", "50", "--log-interval", "1",
                                 "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run")],
@@ -370,7 +418,7 @@ def test_ctrl_c_in_a_real_process(tmp_path):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err
-    interrupted = int(re.search(r"Interrupted during epoch (\d+)", out).group(1))
+    interrupted = int(re.search(r"Interrupted in epoch (\d+)", out).group(1))
     assert interrupted >= 2  # the signal may land a little later than the line we saw
     assert safe_load(tmp_path / "run" / "checkpoint.pt")["epoch"] == interrupted - 1
 
@@ -378,7 +426,7 @@ def test_ctrl_c_in_a_real_process(tmp_path):
 # --- the statistics helper --------------------------------------------------------------------
 
 def test_statistics_script_matches_numpy(mnist_root, capsys):
-    mean, std = get_mnist_statistics.main(["--data-dir", str(mnist_root), "--batch-size", "333"])
+    mean, std = get_mnist_statistics.main(["--data-dir", str(mnist_root)])
     raw = (mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()
     pixels = np.frombuffer(raw, dtype=np.uint8, offset=16) / 255.0
     assert mean.item() == pytest.approx(pixels.mean(), rel=1e-5)
@@ -390,7 +438,7 @@ def test_statistics_script_matches_numpy(mnist_root, capsys):
 def test_statistics_for_cifar10_has_three_channels(tmp_path, monkeypatch, capsys):
     from torchvision import datasets
 
-    synthetic.write_cifar10(tmp_path, train_size=100, test_size=20)
+    stand_in_data.write_cifar10(tmp_path, train_size=100, test_size=20)
     monkeypatch.setattr(datasets.cifar, "check_integrity", lambda *a, **k: True)  # test data: MD5s differ
     monkeypatch.setattr(datasets.CIFAR10, "_check_integrity", lambda self: True)
     mean, std = get_mnist_statistics.main(["--dataset", "cifar10", "--data-dir", str(tmp_path)])
