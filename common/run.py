@@ -34,6 +34,7 @@ Reads `args.epochs`, `args.resume`, `args.out_dir`, `args.seed`, `args.dry_run` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -73,6 +74,7 @@ class TrainingRun:
         self.folder = Path(args.resume).parent if self.resumed else Path()
         self.checkpoint = self.folder / "checkpoint.pt"
         self._made_folder = False
+        self._owned = False  # is the folder this run's to write (claimed, or a checkpoint that continues)?
         self._saved = False  # has this run written a checkpoint?
         self._started = 0.0
         self._lr = 0.0
@@ -87,6 +89,7 @@ class TrainingRun:
                 self._claim_new_folder()
             if state is not None:
                 self._restore(state)
+            self._owned = self.is_main
         except UserError as err:
             error = err
         try:
@@ -109,6 +112,7 @@ class TrainingRun:
         try:
             if not found:
                 open(self.folder / "train.log", "x").close()  # exclusive: of two runs started at once, one wins
+                self._owned = True
         except FileExistsError:
             found = ["train.log"]
         except OSError as err:
@@ -254,11 +258,13 @@ class TrainingRun:
         import matplotlib.pyplot as plt
 
         path = self.folder / filename
-        if self.is_main:
-            atomic_write(lambda f: fig.savefig(f, format="png", dpi=100), path)
-            if self.args.show:
-                plt.show()
-        plt.close(fig)
+        try:
+            if self.is_main:
+                atomic_write(lambda f: fig.savefig(f, format="png", dpi=100), path)
+                if self.args.show:
+                    plt.show()
+        finally:
+            plt.close(fig)
         return path
 
     def save_curves(self, title: str) -> Path:
@@ -277,7 +283,8 @@ class TrainingRun:
         ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
-            ax.legend()
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
             ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs only
         fig.suptitle(title)
         fig.tight_layout()
@@ -286,7 +293,7 @@ class TrainingRun:
     # --- the end ---------------------------------------------------------------------------------
 
     def __exit__(self, kind, error, trace) -> bool:
-        if not self.is_main or not self.folder.name:
+        if not self._owned:  # another process's, or a folder this run was refused: touch nothing
             return False
         (self.folder / "checkpoint.pt.tmp").unlink(missing_ok=True)  # a save cut short
         state = None
@@ -307,7 +314,8 @@ class TrainingRun:
             else:
                 self.log(f"\nInterrupted in epoch {self.epoch}, before any epoch finished: nothing to keep.")
         elif issubclass(kind, UserError):
-            self.log(f"error: {error}", echo=False)  # cli.run_main prints it on the console
+            with contextlib.suppress(UserError):  # a log we cannot write must not hide the error itself
+                self.log(f"error: {error}", echo=False)  # cli.run_main prints it on the console
         if kind is not None and not self.resumed and not self._saved and not self.args.dry_run:
             for name in RUN_FILES:  # a new run that finished no epoch leaves nothing behind
                 (self.folder / name).unlink(missing_ok=True)
@@ -351,7 +359,8 @@ def atomic_write(write: Callable[[Any], object], path: Path) -> None:
             write(f)
         tmp.replace(path)
     except (OSError, RuntimeError) as err:  # torch.save says "unexpected pos" for a full disk
-        tmp.unlink(missing_ok=True)
+        if tmp.is_file():
+            tmp.unlink()
         if isinstance(err, RuntimeError) and "unexpected pos" not in str(err):
             raise
         reason = getattr(err, "strerror", None) or "no space left on the device"
