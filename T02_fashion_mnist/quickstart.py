@@ -32,22 +32,45 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from torchvision.transforms import ToTensor
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 try:
     from common import cli, data
-    from common.device import add_device_arguments, device_from_args
-    from common.lifecycle import TrainingRun
-    from common.seed import seed_everything
-    from T02_fashion_mnist.fashion_mnist import NeuralNetwork  # the tutorial's 784-512-512-10 MLP, in one place
+    from common.device import seed_everything, select_device
+    from common.run import TrainingRun
 except ModuleNotFoundError as err:
-    if not (err.name or "").startswith(("common", "T02_fashion_mnist")):
+    if not (err.name or "").startswith("common"):
         raise
-    sys.exit("error: this script needs the repository's common/ and T02_fashion_mnist/ folders "
-             "(clone the whole repository). train_loop() and test_loop() alone copy out without them.")
+    sys.exit("error: this script needs the repository's common/ folder (clone the whole repository). "
+             "NeuralNetwork, train_loop() and test_loop() alone copy out without it.")
 
+
+class NeuralNetwork(nn.Module):
+    """The tutorial's MLP: flatten, then 784 -> 512 -> 512 -> 10 with ReLU; outputs logits.
+
+    fashion_mnist.py defines the same class: each lesson file holds the model it teaches.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()  # (N, 1, 28, 28) -> (N, 784): linear layers want flat vectors
+        self.linear_relu_stack = nn.Sequential(
+            nn.Linear(28 * 28, 512), nn.ReLU(),
+            nn.Linear(512, 512), nn.ReLU(),
+            # No ReLU or softmax after the last layer: CrossEntropyLoss wants the raw scores
+            # (logits) and applies log-softmax itself.
+            nn.Linear(512, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_relu_stack(self.flatten(x))
+
+
+# train_loop() and test_loop() keep the tutorial's names and argument order (dataloader, model,
+# loss_fn, optimizer) on purpose, so they read line for line beside it. The other lessons follow
+# this project's convention instead: train(model, device, loader, optimizer, *, ...).
 
 def train_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                *, log_interval: int = 100, dry_run: bool = False) -> dict:
@@ -56,7 +79,8 @@ def train_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, opt
     device = next(model.parameters()).device  # the tutorial's signature has no device: use the model's
     size = len(dataloader.dataset)
     model.train()  # training mode (matters for dropout and batch norm; the tutorial sets it too)
-    loss_sum, seen = 0.0, 0
+    loss_sum = torch.zeros((), device=device)  # a tensor, so the GPU never waits for .item() each batch
+    seen = 0
     for batch, (X, y) in enumerate(dataloader):
         X, y = X.to(device), y.to(device)
         pred = model(X)
@@ -66,15 +90,16 @@ def train_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, opt
         optimizer.step()  # move each weight a little against its gradient
         optimizer.zero_grad()  # gradients add up across backward() calls: clear them for the next batch
 
-        loss_sum += loss.item() * len(X)
+        loss_sum += loss.detach() * len(X)  # detach: keep the number, not the graph behind it
         seen += len(X)
         if batch % log_interval == 0 or dry_run:
-            current = seen  # images so far: (batch + 1) * 64 while the batches are full
+            current = seen  # the tutorial's batch * batch_size + len(X): images so far
             print(f"loss: {loss.item():>7f}  [{current:>5d}/{size:>5d}]")
         if dry_run:
             print("Dry run: stopping after one batch of training.")
             break
-    return {"train_loss": loss_sum / seen, "train_images": seen, "train_seconds": time.perf_counter() - started}
+    return {"train_loss": loss_sum.item() / seen, "train_images": seen,
+            "train_seconds": time.perf_counter() - started}
 
 
 def test_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, *, dry_run: bool = False) -> dict:
@@ -119,48 +144,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train on one batch and test on one batch, to check that everything runs")
     parser.add_argument("--save-model", action="store_true",
                         help="save the trained weights (state dict) as quickstart_model.pt in the run folder")
-    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
-                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
-                             "(--batch-size and --lr must be the same; --epochs may grow)")
-    add_device_arguments(parser)
-    cli.add_run_arguments(parser)
+    parser.add_common_flags()  # --seed, --device/--no-cuda/--no-mps, --data-dir, --out-dir, --resume, --show
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    device = device_from_args(args)
-    loader_generator = seed_everything(args.seed, args.deterministic)
+    device = select_device(args)  # CUDA, then Apple's MPS, then the CPU (or what --device says)
+    generator = seed_everything(args.seed, args.deterministic)  # and a generator for the shuffling
 
-    # 1. Data. ToTensor turns pixels 0..255 into 0..1; the tutorial normalises nothing further.
-    train_data = data.load_dataset("fashion-mnist", args.data_dir, train=True, transform=ToTensor())
-    test_data = data.load_dataset("fashion-mnist", args.data_dir, train=False, transform=ToTensor())
-    if not args.classic_pipeline:
-        # Apply ToTensor once and keep the tensors in memory: same numbers, no per-image PIL work each epoch.
-        train_data, test_data = data.to_tensor_dataset(train_data), data.to_tensor_dataset(test_data)
-    loader_kwargs = data.loader_options(args.num_workers, device, train_data)  # batching, workers, pinned memory
-    # The tutorial's quickstart does not shuffle its training loader; we do, as every lesson here does
-    # (a fixed order lets the model learn the order). The test set is never shuffled.
-    train_dataloader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True,
-                                  generator=loader_generator, **loader_kwargs)
-    test_dataloader = DataLoader(test_data, batch_size=args.batch_size, shuffle=False, **loader_kwargs)
+    # 1. Data. torchvision reads the FashionMNIST files; data.download() fetches them first if need be.
+    root = data.download("fashion-mnist", args.data_dir)
+    training_data = datasets.FashionMNIST(root, train=True)
+    test_data = datasets.FashionMNIST(root, train=False)
+    # What the tutorial's transform=ToTensor() does to each image, done once for all of them (the
+    # same numbers, bit for bit): pixels 0..255 -> 0..1, shape (N, 1, 28, 28). The tutorial
+    # normalises nothing further. Kept as tensors (on the GPU, if we train on one).
+    training_data = TensorDataset((training_data.data.unsqueeze(1).float() / 255).to(device),
+                                  training_data.targets.to(device))
+    test_data = TensorDataset((test_data.data.unsqueeze(1).float() / 255).to(device), test_data.targets.to(device))
+    # The tutorial does not shuffle its training loader; we do, as every lesson here does (a fixed
+    # order lets the model learn the order). The test set is never shuffled. The sampler hands the
+    # loader a whole batch of shuffled indices and batch_size=None passes the dataset's answer (64
+    # images, one indexing operation) straight through: the same batches as
+    # DataLoader(training_data, batch_size=64, shuffle=True), without 64 calls and a stack per step.
+    train_sampler = BatchSampler(RandomSampler(training_data, generator=generator), args.batch_size, drop_last=False)
+    train_dataloader = DataLoader(training_data, sampler=train_sampler, batch_size=None)
+    test_dataloader = DataLoader(test_data, batch_size=args.batch_size, shuffle=False)
 
     # 2. Model, loss and optimizer: raw scores (logits) into CrossEntropyLoss, plain SGD without momentum.
     model = NeuralNetwork().to(device)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
 
-    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
-    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
-    with TrainingRun(__file__, args, model, optimizer, None, loader_generator,
-                     must_match=("batch_size", "lr")) as run:
+    # 3. The epoch loop. TrainingRun (common/run.py) is the bookkeeping around it: the run folder,
+    # a checkpoint after every epoch, --resume, Ctrl-C, divergence, metrics.json and curves.png.
+    with TrainingRun("quickstart", args, model, optimizer, None, generator, must_match=["batch_size", "lr"]) as run:
         for epoch in run.epochs():
             print(f"Epoch {epoch}\n-------------------------------")
             train_metrics = train_loop(train_dataloader, model, loss_fn, optimizer,
                                        log_interval=args.log_interval, dry_run=args.dry_run)
             test_metrics = test_loop(test_dataloader, model, loss_fn, dry_run=args.dry_run)
             run.end_epoch(train_metrics, test_metrics)
-        print("Done!")
+        run.log("Done!")
         run.save_curves("The quickstart's NeuralNetwork on FashionMNIST")
         if args.save_model:
             # The tutorial saves "model.pth"; we use .pt, PyTorch's usual extension (.pth is also the

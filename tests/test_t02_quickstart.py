@@ -4,26 +4,43 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import stand_in_data
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision import datasets
+from torchvision.transforms import ToTensor
 
-from common import cli, synthetic
+from common import cli
 from T02_fashion_mnist import quickstart
-from T02_fashion_mnist.fashion_mnist import NeuralNetwork
+from tests.lesson_tools import (
+    RecordingSGD,
+    count_single_image_reads,
+    expected_gradients,
+    extract_definitions,
+    record_modes,
+    run_copied_code,
+)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "T02_fashion_mnist" / "quickstart.py"
 LOSS_LINE = re.compile(r"^loss: \d\.\d{6}  \[   64/  640\]$")  # two spaces before '[', widths 5 and 5
 ACCURACY_LINE = re.compile(r"^ Accuracy: (\d+\.\d)%, Avg loss: (\d\.\d{6}) $")
+TIMING_KEYS = {"seconds", "train_images_per_second"}
 
 
 @pytest.fixture(scope="module")
 def fashion_root(tmp_path_factory) -> Path:
     """A data folder with a small learnable FashionMNIST (640 train / 200 test): 10 batches of 64."""
     root = tmp_path_factory.mktemp("fashion-data")
-    synthetic.write_mnist(root, "FashionMNIST", train_size=640, test_size=200)
+    stand_in_data.write_mnist(root, "FashionMNIST", train_size=640, test_size=200)
     return root
 
 
@@ -31,7 +48,19 @@ def run(root: Path, out_dir: Path, *flags: str) -> list[dict]:
     return quickstart.main(["--data-dir", str(root), "--out-dir", str(out_dir), "--no-accel", *flags])
 
 
-def test_prints_the_tutorials_lines(fashion_root, tmp_path, capsys, one_thread):
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def user_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main(lambda: quickstart.main(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_prints_the_tutorials_lines(fashion_root, tmp_path, capsys):
     history = run(fashion_root, tmp_path, "--epochs", "2", "--save-model")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Using device: cpu")
@@ -49,18 +78,18 @@ def test_prints_the_tutorials_lines(fashion_root, tmp_path, capsys, one_thread):
     assert lines[-2] == "Done!"  # last before the run folder's line
     assert lines[-1].startswith(f"Run folder: {tmp_path} (")
 
-    # The run folder: the lifecycle's files, the weights under their own name, metrics = history.
+    # The run folder: the run's files, the weights under their own name, metrics = history.
     for name in ("checkpoint.pt", "metrics.json", "metrics.csv", "train.log", "curves.png", "quickstart_model.pt"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "metrics.json").read_text()) == history
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[-1]["test_images"] == 200 and history[-1]["train_images"] == 640
     assert "Done!" in (tmp_path / "train.log").read_text()
-    model = NeuralNetwork()
+    model = quickstart.NeuralNetwork()
     model.load_state_dict(torch.load(tmp_path / "quickstart_model.pt", weights_only=True))
 
 
-def test_learns_above_chance_with_a_larger_lr(fashion_root, tmp_path, capsys, one_thread):
+def test_learns_above_chance_with_a_larger_lr(fashion_root, tmp_path, capsys):
     # At the tutorial's lr 1e-3, 10 batches an epoch barely move the weights; a larger rate shows it learns.
     history = run(fashion_root, tmp_path, "--epochs", "4", "--lr", "0.05", "--batch-size", "8")
     assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]
@@ -68,19 +97,17 @@ def test_learns_above_chance_with_a_larger_lr(fashion_root, tmp_path, capsys, on
     assert history[-1]["test_correct"] == round(history[-1]["test_accuracy"] * 200)
 
 
-def test_defaults_are_the_tutorials():
-    args = quickstart.parse_args([])
-    assert (args.epochs, args.batch_size, args.lr, args.log_interval) == (5, 64, 1e-3, 100)
-
-
-def test_builds_the_tutorials_recipe(fashion_root, tmp_path, monkeypatch, one_thread):
-    """No Normalize, shuffled training only, batches of 64, CrossEntropyLoss and plain SGD at 1e-3."""
-    seen = {}
+def test_builds_the_tutorials_recipe_on_whole_batches(fashion_root, tmp_path, monkeypatch):
+    """ToTensor() alone (no Normalize), batches of 64 fetched whole, CrossEntropyLoss and plain SGD at 1e-3."""
+    seen, reads = {}, count_single_image_reads(monkeypatch)
     real_train_loop, real_test_loop = quickstart.train_loop, quickstart.test_loop
 
     def train_loop(dataloader, model, loss_fn, optimizer, **kwargs):
         seen.update(train=dataloader, model=model, loss_fn=loss_fn, optimizer=optimizer)
-        return real_train_loop(dataloader, model, loss_fn, optimizer, **kwargs)
+        reads.clear()
+        metrics = real_train_loop(dataloader, model, loss_fn, optimizer, **kwargs)
+        seen["single_reads"] = list(reads)  # the test loader may read image by image; training must not
+        return metrics
 
     def test_loop(dataloader, model, loss_fn, **kwargs):
         seen["test"] = dataloader
@@ -88,17 +115,20 @@ def test_builds_the_tutorials_recipe(fashion_root, tmp_path, monkeypatch, one_th
 
     monkeypatch.setattr(quickstart, "train_loop", train_loop)
     monkeypatch.setattr(quickstart, "test_loop", test_loop)
-    history = run(fashion_root, tmp_path, "--dry-run")
-    assert history[0]["train_images"] == 64 and history[0]["test_images"] == 64  # --dry-run: one batch each
+    history = run(fashion_root, tmp_path, "--epochs", "1")
+    assert history[0]["train_images"] == 640 and history[0]["test_images"] == 200
+    assert seen["single_reads"] == []  # whole batches: one indexing operation per batch, no unstacking
 
+    # The training images, in the file's order, are exactly what the tutorial's ToTensor() makes of them.
+    images, targets = seen["train"].dataset.tensors
+    reference = datasets.FashionMNIST(str(fashion_root), train=True, transform=ToTensor())
+    for index in (0, 1, 333, 639):
+        image, label = reference[index]
+        assert torch.equal(images[index], image) and targets[index].item() == label
     for loader in (seen["train"], seen["test"]):
-        images, _ = next(iter(loader))
-        assert images.shape == (64, 1, 28, 28)
-        assert images.min() >= 0 and images.max() <= 1  # ToTensor alone: no Normalize
-        assert images.max() > 0.5
-    assert isinstance(seen["train"].sampler, RandomSampler)  # always shuffle training...
-    assert isinstance(seen["test"].sampler, SequentialSampler)  # ...never test
-    assert type(seen["model"]) is NeuralNetwork
+        batch, _ = next(iter(loader))
+        assert batch.shape == (64, 1, 28, 28)
+    assert type(seen["model"]) is quickstart.NeuralNetwork
     assert isinstance(seen["loss_fn"], torch.nn.CrossEntropyLoss)
     optimizer = seen["optimizer"]
     assert type(optimizer) is torch.optim.SGD
@@ -107,6 +137,71 @@ def test_builds_the_tutorials_recipe(fashion_root, tmp_path, monkeypatch, one_th
     assert optimizer.defaults["weight_decay"] == 0
 
 
+def test_training_set_is_shuffled_every_epoch_and_test_set_never(fashion_root, tmp_path, monkeypatch):
+    seen = {"train": [], "test": []}
+    real_train_loop, real_test_loop = quickstart.train_loop, quickstart.test_loop
+
+    def train_loop(dataloader, *args, **kwargs):
+        seen["train"].append(next(iter(dataloader))[1][:20].tolist())  # the first labels this epoch would see
+        return real_train_loop(dataloader, *args, **kwargs)
+
+    def test_loop(dataloader, *args, **kwargs):
+        seen["test"].append(next(iter(dataloader))[1][:20].tolist())
+        return real_test_loop(dataloader, *args, **kwargs)
+
+    monkeypatch.setattr(quickstart, "train_loop", train_loop)
+    monkeypatch.setattr(quickstart, "test_loop", test_loop)
+    run(fashion_root, tmp_path, "--epochs", "2")
+    raw = fashion_root / "FashionMNIST" / "raw"
+    test_labels = np.frombuffer((raw / "t10k-labels-idx1-ubyte").read_bytes(), np.uint8, offset=8)
+    train_labels = np.frombuffer((raw / "train-labels-idx1-ubyte").read_bytes(), np.uint8, offset=8)
+    assert seen["test"][0] == seen["test"][1] == test_labels[:20].tolist()  # the file's own order, every time
+    assert seen["train"][0] != train_labels[:20].tolist() and seen["train"][0] != seen["train"][1]
+
+
+def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch, capsys):
+    flags = ["--epochs", "3", "--lr", "0.05", "--batch-size", "32"]
+    straight = run(fashion_root, tmp_path / "straight", *flags)
+    real_step, calls = torch.optim.SGD.step, {"n": 0}
+
+    def step_then_interrupt(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20 + 7:  # 20 batches make an epoch here: Ctrl-C 7 batches into epoch 2
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(fashion_root, tmp_path / "split", *flags)
+    monkeypatch.undo()
+    checkpoint = tmp_path / "split" / "checkpoint.pt"
+    assert f"--resume {checkpoint}" in capsys.readouterr().out
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1  # the last finished epoch
+    resumed = quickstart.main(["--data-dir", str(fashion_root), "--no-accel", *flags, "--resume", str(checkpoint)])
+    assert without_timing(resumed) == without_timing(straight)
+    weights = torch.load(checkpoint, weights_only=True)["model_state_dict"]
+    expected = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model_state_dict"]
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)  # bit for bit
+
+
+def test_resume_with_other_settings_names_each(fashion_root, tmp_path, capsys):
+    run(fashion_root, tmp_path, "--epochs", "1")
+    capsys.readouterr()
+    err = user_error(["--data-dir", str(fashion_root), "--no-accel", "--epochs", "2", "--lr", "0.5",
+                      "--batch-size", "32", "--seed", "7", "--resume", str(tmp_path / "checkpoint.pt")], capsys)
+    for words in ("--batch-size 64 (this run: 32)", "--lr 0.001 (this run: 0.5)", "--seed 1 (this run: 7)"):
+        assert words in err
+
+
+def test_diverging_run_stops_and_saves_nothing(fashion_root, tmp_path, capsys):
+    err = user_error(["--data-dir", str(fashion_root), "--out-dir", str(tmp_path / "run"), "--no-accel",
+                      "--lr", "3e38", "--epochs", "2", "--save-model"], capsys)
+    assert "training diverged in epoch 1" in err and "smaller --lr" in err
+    assert not (tmp_path / "run").exists()  # no NaN weights, no checkpoint, no half-made folder
+
+
+# --- train_loop() and test_loop() themselves ------------------------------------------------------
+
 def small_batches(count: int = 200, batch_size: int = 64) -> DataLoader:
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(count, 1, 28, 28, generator=generator)
@@ -114,9 +209,9 @@ def small_batches(count: int = 200, batch_size: int = 64) -> DataLoader:
     return DataLoader(TensorDataset(images, targets), batch_size=batch_size, shuffle=False)
 
 
-def test_train_loop_counts_images_and_averages_per_image(capsys, one_thread):
+def test_train_loop_counts_images_and_averages_per_image(capsys):
     torch.manual_seed(0)
-    model, loader = NeuralNetwork(), small_batches()  # batches of 64, 64, 64 and 8
+    model, loader = quickstart.NeuralNetwork(), small_batches()  # batches of 64, 64, 64 and 8
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the weights stay as they are
     with torch.no_grad():
         batch_losses = [F.cross_entropy(model(x), y).item() for x, y in loader]
@@ -129,9 +224,32 @@ def test_train_loop_counts_images_and_averages_per_image(capsys, one_thread):
     assert metrics["train_images"] == 200 and metrics["train_seconds"] > 0
 
 
-def test_test_loop_prints_the_tutorials_batch_mean_and_returns_the_image_mean(capsys, one_thread):
+def test_every_step_uses_this_batchs_gradient_alone(capsys):
+    """Catches a missing optimizer.zero_grad() (gradients pile up) and a loss that is not the batch's."""
     torch.manual_seed(0)
-    model, loader = NeuralNetwork(), small_batches()
+    model, loader = quickstart.NeuralNetwork(), small_batches(count=96, batch_size=32)
+    optimizer = RecordingSGD(model.parameters())
+    quickstart.train_loop(loader, model, torch.nn.CrossEntropyLoss(), optimizer)
+    expected = expected_gradients(model, F.cross_entropy, loader)
+    assert len(optimizer.gradients) == len(expected) == 3
+    for got, want in zip(optimizer.gradients, expected):
+        assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+
+
+def test_train_loop_runs_in_training_mode_and_test_loop_in_eval_mode(capsys):
+    model, loader = quickstart.NeuralNetwork(), small_batches(count=96, batch_size=32)
+    modes = record_modes(model)
+    model.eval()  # left in the wrong mode on purpose: train_loop() must switch
+    quickstart.train_loop(loader, model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.0))
+    assert modes == [True, True, True]
+    modes.clear()
+    quickstart.test_loop(loader, model, torch.nn.CrossEntropyLoss())
+    assert modes == [False, False, False]
+
+
+def test_test_loop_prints_the_tutorials_batch_mean_and_returns_the_image_mean(capsys):
+    torch.manual_seed(0)
+    model, loader = quickstart.NeuralNetwork(), small_batches()
     with torch.no_grad():
         batch_losses = [F.cross_entropy(model(x), y).item() for x, y in loader]
         images, targets = loader.dataset.tensors
@@ -148,9 +266,38 @@ def test_test_loop_prints_the_tutorials_batch_mean_and_returns_the_image_mean(ca
                        "test_images": 200}
 
 
+def test_model_and_loops_copy_out_alone_and_the_whole_script_needs_common(tmp_path):
+    """NeuralNetwork, train_loop() and test_loop() copied alone train; the script without common/ says one line."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "quickstart.py").write_text(SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
+    code = extract_definitions(SCRIPT, ["NeuralNetwork", "train_loop", "test_loop"]) + textwrap.dedent("""
+        torch.manual_seed(0)
+        targets = torch.randint(0, 2, (256,))
+        images = 0.6 * torch.rand(256, 1, 28, 28) + 0.4 * targets.view(-1, 1, 1, 1)  # class 1 is brighter
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=32,
+                                             shuffle=True)
+        model = NeuralNetwork()
+        loss_fn = nn.CrossEntropyLoss()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for epoch in range(8):
+            train_loop(loader, model, loss_fn, optimizer, log_interval=4)
+        metrics = test_loop(loader, model, loss_fn)
+        assert metrics["test_accuracy"] > 0.8, metrics
+        print("copied code OK", flush=True)
+
+        import runpy
+        runpy.run_path("quickstart.py", run_name="__main__")  # the whole script, without common/
+    """)
+    result = run_copied_code(code, folder)
+    assert "copied code OK" in result.stdout and "loss: " in result.stdout, result.stderr
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "needs the repository's common/ folder" in result.stderr
+
+
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--lr", "0"], "argument --lr: must be a finite number greater than 0"),
-    (["--batch-size", "0"], "argument --batch-size: must be greater than 0"),
+    (["--lr", "0"], "argument --lr: must be a number greater than 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be from 1 to"),
     (["--momentum", "0.9"], "unrecognized arguments: --momentum 0.9"),
 ])
 def test_bad_flags_one_line_exit_2(flags, message, capsys):
@@ -162,9 +309,7 @@ def test_bad_flags_one_line_exit_2(flags, message, capsys):
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(lambda: run(tmp_path / "empty", tmp_path / "run"))
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    err = user_error(["--data-dir", str(tmp_path / "empty"), "--out-dir", str(tmp_path / "run"), "--no-accel"],
+                     capsys)
     assert "FashionMNIST is not in" in err
-
+    assert not (tmp_path / "run").exists()
