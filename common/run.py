@@ -285,7 +285,10 @@ class TrainingRun:
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
-            ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs only
+            if len(epochs) <= 10:  # whole epochs only: one tick each (one epoch alone would get 0.96 ... 1.04)
+                ax.set_xticks(epochs)
+            else:
+                ax.xaxis.get_major_locator().set_params(integer=True)
         fig.suptitle(title)
         fig.tight_layout()
         return self.save_figure(fig, "curves.png")

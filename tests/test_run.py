@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,22 @@ def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "open", read_only_folder)
     with pytest.raises(cli.UserError, match=r"cannot write in the run folder .*run: Permission denied"):
         train_run(make_args(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 14])
+def test_curves_have_whole_epoch_ticks_only(tmp_path, monkeypatch, epochs):
+    r, _ = train_run(make_args(tmp_path / "run", epochs=1))
+    r.history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "test_accuracy": 0.5 + e / 100}
+                 for e in range(1, epochs + 1)]
+    captured = []
+    monkeypatch.setattr(TrainingRun, "save_figure", lambda self, fig, name: captured.append(fig))
+    r.save_curves("title")
+    (fig,) = captured
+    fig.canvas.draw()  # fills in the tick labels
+    for ax in fig.axes:
+        low, high = sorted(ax.get_xlim())
+        shown = [tick for tick in ax.get_xticks() if low - 1e-9 <= tick <= high + 1e-9]
+        labels = [label.get_text() for label in ax.get_xticklabels() if label.get_text()]
+        assert shown and labels
+        assert all(float(tick).is_integer() for tick in shown), shown
+        assert all(re.fullmatch(r"\d+", label) for label in labels), labels
