@@ -18,10 +18,12 @@ Used by T01, T02, T03 and T05.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
 import shutil
+import time
 import zlib
 from pathlib import Path
 
@@ -105,6 +107,10 @@ def _gunzip(folder: Path) -> None:
     started together never see or clobber a half-written file.
     """
     for name in MNIST_FILES if folder.is_dir() else []:
+        for stale in folder.glob(name + ".*partial"):  # left by a process killed mid-unpack an hour ago or more
+            with contextlib.suppress(OSError):  # (a live unpack takes a second; a pid says nothing across machines)
+                if time.time() - stale.stat().st_mtime > 3600:
+                    stale.unlink()
         plain, packed = folder / name, folder / (name + ".gz")
         if plain.exists() or not packed.exists():
             continue
