@@ -246,6 +246,14 @@ def test_a_cpu_run_never_touches_cuda_and_a_gpu_run_saves_its_own_devices_state(
     train_run(make_args(None, epochs=2, resume=tmp_path / "gpu" / "checkpoint.pt"))
     assert list(restored) == ["cuda:1"] and torch.equal(restored["cuda:1"], torch.arange(4))
 
+    mps_restored = []  # Apple's GPU: its own generator (dropout on MPS) is saved and restored too
+    monkeypatch.setattr(run, "_device_of", lambda model: torch.device("mps"))
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: torch.arange(3), raising=False)
+    monkeypatch.setattr(torch.mps, "set_rng_state", mps_restored.append, raising=False)
+    train_run(make_args(tmp_path / "mps", epochs=1))
+    train_run(make_args(None, epochs=2, resume=tmp_path / "mps" / "checkpoint.pt"))
+    assert len(mps_restored) == 1 and torch.equal(mps_restored[0], torch.arange(3))
+
 
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(run.Diverged) as error:
