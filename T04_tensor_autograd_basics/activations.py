@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import cli, plots
+from common import cli
+from common.run import new_folder
 from T04_tensor_autograd_basics.lesson import check, done, section, start
 
 LEAKY_SLOPE = 0.01  # leaky ReLU's slope for x < 0 (torch's default)
@@ -150,7 +151,11 @@ def plot_activations(x: np.ndarray, curves: dict, path: Path, show: bool) -> Pat
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    return plots.save_figure(fig, path, show)
+    fig.savefig(path, dpi=100)
+    if show:
+        plt.show()  # a window where there is a display (without one, matplotlib draws off screen and warns)
+    plt.close(fig)
+    return path
 
 
 def plot_softmax(scores: np.ndarray, probabilities: np.ndarray, path: Path, show: bool) -> Path:
@@ -172,7 +177,11 @@ def plot_softmax(scores: np.ndarray, probabilities: np.ndarray, path: Path, show
     ax_wrong.legend()
     ax_wrong.grid(alpha=0.3)
     fig.tight_layout()
-    return plots.save_figure(fig, path, show)
+    fig.savefig(path, dpi=100)
+    if show:
+        plt.show()  # a window where there is a display (without one, matplotlib draws off screen and warns)
+    plt.close(fig)
+    return path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,16 +194,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    show = plots.use_backend(args.show)
-    out_dir = cli.make_run_dir(args.out_dir, "activations")
+    out_dir, _ = new_folder(args.out_dir, "activations")  # --out-dir, or a new folder under runs/
     start("T04 - Activation functions")
     x = np.linspace(-6, 6, 241)  # steps of 0.05; x = 0 is one of the points
     curves = elementwise_functions(x)
     softmax = softmax_section(x)
     facts = gradients_section(curves, x)
     section(4, "The plots")
-    figures = [plot_activations(x, curves, out_dir / "activations.png", show),
-               plot_softmax(softmax["scores"], softmax["probabilities"], out_dir / "softmax.png", show)]
+    figures = [plot_activations(x, curves, out_dir / "activations.png", args.show),
+               plot_softmax(softmax["scores"], softmax["probabilities"], out_dir / "softmax.png", args.show)]
     for path in figures:
         check(path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"wrote {path.name}, a PNG image")
     print(f"\nRun folder: {out_dir} (activations.png, softmax.png)")

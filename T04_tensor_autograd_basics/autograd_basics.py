@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imp
 import torch
 
 from common import cli
-from common.seed import seed_everything
+from common.device import seed_everything
 from T04_tensor_autograd_basics.lesson import check, done, raises, section, start
 
 

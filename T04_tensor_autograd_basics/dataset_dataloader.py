@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import random
 import sys
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,8 +40,8 @@ from torch.utils.data import (
 )
 
 from common import cli
-from common.device import add_device_arguments, device_from_args
-from common.seed import seed_everything, seed_worker
+from common.device import seed_everything, select_device
+from common.run import new_folder
 from T04_tensor_autograd_basics.lesson import check, done, raises, section, start
 
 
@@ -363,6 +365,20 @@ def collate_demo() -> dict:
     return {"padded_shape": tuple(padded.shape)}
 
 
+def seed_worker(worker_id: int) -> None:
+    """worker_init_fn from PyTorch's reproducibility notes: seed NumPy and `random` in each worker process.
+
+    torch gives each worker its own torch seed (the loader's base seed + worker_id; torch.initial_seed()
+    reads it). Seeding NumPy and Python's `random` from it means augmentations drawn with those libraries
+    differ between workers and repeat from run to run. (torch 1.9 and newer seed both in workers too;
+    this makes it explicit, and works with older torch.) It must live at the top level of a module, so
+    that workers started with "spawn" (Windows, macOS) can import it.
+    """
+    worker_seed = torch.initial_seed() % 2**32  # NumPy takes seeds below 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
 def workers_demo(num_workers: int, generator: torch.Generator) -> dict:
     section(11, f"num_workers={num_workers}: who loads each batch")
     loader = DataLoader(IndexDataset(16), batch_size=4, num_workers=num_workers, worker_init_fn=seed_worker,
@@ -413,20 +429,26 @@ def pin_memory_demo(device: torch.device, dataset: CsvPointsDataset) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="T04: Dataset and DataLoader, option by option, every claim checked.")
-    parser.add_argument("--num-workers", type=cli.non_negative_int, default=2,
+    parser.add_argument("--num-workers", type=int, default=2,
                         help="worker processes for the num_workers section (default: 2; 0 loads in this process)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="folder for points.csv (default: a new folder under <repo>/runs)")
-    add_device_arguments(parser)
-    return parser.parse_args(argv)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best one there is)")
+    parser.add_argument("--no-cuda", action="store_true", help="do not use CUDA even if it is available")
+    parser.add_argument("--no-mps", action="store_true", help="do not use Apple's MPS even if it is available")
+    parser.add_argument("--no-accel", action="store_true", help="use the CPU only (same as --no-cuda --no-mps)")
+    args = parser.parse_args(argv)
+    if args.num_workers < 0:
+        parser.error(f"argument --num-workers: must be 0 or more, got {args.num_workers}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = device_from_args(args)
+    device = select_device(args)  # reads --device, --no-cuda, --no-mps, --no-accel
     generator = seed_everything(args.seed)
-    out_dir = cli.make_run_dir(args.out_dir, "dataset_dataloader")
+    out_dir, _ = new_folder(args.out_dir, "dataset_dataloader")  # --out-dir, or a new folder under runs/
     start("T04 - Dataset and DataLoader")
     points = my_dataset(args.seed)
     csv_dataset(points, out_dir)

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import cli
-from common.seed import seed_everything
+from common.device import seed_everything
+from common.run import new_folder
 from T04_tensor_autograd_basics.lesson import check, done, section, start
 
 
@@ -338,7 +339,7 @@ def graph(loss: torch.Tensor, model: NeuralNetwork, out_dir: Path | None) -> Pat
         return None
     from torchviz import make_dot
 
-    out_dir = cli.make_run_dir(out_dir, "nn_building_blocks")
+    out_dir, _ = new_folder(out_dir, "nn_building_blocks")  # --out-dir, or a new folder under runs/
     dot = make_dot(loss, params=dict(model.named_parameters()))
     path = Path(dot.render(str(out_dir / "graph"), format="png", cleanup=True))
     print(f"wrote {path}")

@@ -1,10 +1,11 @@
 """T04 · Saving and loading: state_dict, whole pickled models, full checkpoints, map_location, eval().
 
-Every file goes into the run folder (--out-dir), never the current directory:
+Everything is saved with torch.save and read back with torch.load, in this file. Every file goes
+into the run folder (--out-dir), never the current directory:
 
-    tiny_net_weights.pt       model.state_dict(): the weights only, what you ship
+    tiny_net_weights.pt       torch.save(model.state_dict()): the weights only, what you ship
     tiny_net_whole_model.pt   torch.save(model): the pickled object (see why not, in section 2)
-    checkpoint.pt             model, optimizer, epoch, losses and random state: enough to resume
+    checkpoint.pt             torch.save({...}) of model, optimizer, epoch, loss and random states: enough to resume
 
     python T04_tensor_autograd_basics/save_load.py
     python T04_tensor_autograd_basics/save_load.py --no-accel --out-dir runs/my_run
@@ -13,6 +14,7 @@ Every file goes into the run folder (--out-dir), never the current directory:
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -25,9 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from common import cli
-from common.checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from common.device import add_device_arguments, device_from_args
-from common.seed import seed_everything
+from common.device import seed_everything, select_device
+from common.run import new_folder
 from T04_tensor_autograd_basics.lesson import check, done, raises, section, start
 
 # PyTorch 2.6 changed torch.load's default from weights_only=False to weights_only=True.
@@ -89,7 +90,8 @@ def state_dict_section(model: TinyNet, device: torch.device, out_dir: Path, prob
         print(f"  {name:<12} {tuple(tensor.shape)}")
     check(list(model.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"],
           "a state_dict maps each parameter's name to its tensor (Dropout has none)")
-    path = atomic_save(model.state_dict(), out_dir / "tiny_net_weights.pt")  # temp file + rename: never half-written
+    path = out_dir / "tiny_net_weights.pt"
+    torch.save(model.state_dict(), path)
     state = torch.load(path, map_location=device, weights_only=True)  # weights_only: tensors only, no code
     fresh = TinyNet().to(device)
     fresh.load_state_dict(state)
@@ -106,7 +108,8 @@ def state_dict_section(model: TinyNet, device: torch.device, out_dir: Path, prob
 
 def whole_model_section(model: TinyNet, device: torch.device, out_dir: Path, probe: torch.Tensor) -> dict:
     section(2, "A whole pickled model, and why weights_only matters")
-    path = atomic_save(model, out_dir / "tiny_net_whole_model.pt")  # what torch.save(model, path) writes
+    path = out_dir / "tiny_net_whole_model.pt"
+    torch.save(model, path)  # pickles the whole object, class name and all
     print(f"torch.save(model) pickles the object: the file says 'make a {type(model).__module__}.TinyNet', and\n"
           "unpickling runs whatever such a file asks for. weights_only=True refuses anything but tensors and\n"
           "plain containers, so a file from the internet cannot run code on your machine.")
@@ -131,6 +134,26 @@ def whole_model_section(model: TinyNet, device: torch.device, out_dir: Path, pro
     return {"weights_only_default": WEIGHTS_ONLY_IS_DEFAULT}
 
 
+def random_states(device: torch.device, loader_generator: torch.Generator) -> dict:
+    """Every random-number state the training draws from, for a checkpoint that resumes bit for bit."""
+    return {
+        "rng_state": torch.get_rng_state(),  # the CPU generator: Dropout's masks on the CPU
+        "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,  # Dropout on CUDA
+        "mps_rng_state": torch.mps.get_rng_state() if device.type == "mps" else None,  # Dropout on Apple's GPU
+        "loader_generator_state": loader_generator.get_state(),  # the order of the next epoch's batches
+    }
+
+
+def restore_random_states(checkpoint: dict, device: torch.device, loader_generator: torch.Generator) -> None:
+    """Put every generator back where random_states() found it."""
+    torch.set_rng_state(checkpoint["rng_state"])  # a CPU tensor: load the checkpoint with map_location="cpu"
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], device)
+    if device.type == "mps":
+        torch.mps.set_rng_state(checkpoint["mps_rng_state"])
+    loader_generator.set_state(checkpoint["loader_generator_state"])
+
+
 def checkpoint_section(device: torch.device, out_dir: Path, seed: int) -> dict:
     section(3, "A full checkpoint: save, reload into new objects, resume training")
     seed_everything(seed)
@@ -138,14 +161,23 @@ def checkpoint_section(device: torch.device, out_dir: Path, seed: int) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)  # Adam keeps running averages: state to save
     loader, loader_generator = make_loader(seed)
     losses = train_epochs(model, optimizer, loader, device, EPOCHS_BEFORE_SAVE)
-    history = [{"epoch": e, "loss": loss} for e, loss in enumerate(losses, start=1)]
-    path = save_checkpoint(out_dir / "checkpoint.pt", model, optimizer, epoch=EPOCHS_BEFORE_SAVE, metrics=history,
-                           generator=loader_generator)
-    saved = torch.load(path, map_location="cpu", weights_only=True)  # plain dicts and tensors: weights_only is fine
-    print(f"saved {path.name} after epoch {saved['epoch']} (loss {saved['metrics'][-1]['loss']:.4f}); "
-          f"it holds: {', '.join(saved)}")
-    check({"model_state_dict", "optimizer_state_dict", "epoch", "metrics", "rng"} <= set(saved),
-          "the checkpoint holds model and optimizer state, epoch, losses and the random-number state")
+
+    # A checkpoint is one dict of state_dicts and plain values: the post's four keys, and the random states.
+    path = out_dir / "checkpoint.pt"
+    torch.save({
+        "epoch": EPOCHS_BEFORE_SAVE,  # epochs finished: resume with the next one
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),  # Adam's running averages and step count
+        "loss": losses[-1],  # the last epoch's average loss
+        **random_states(device, loader_generator),
+    }, path)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    print(f"saved {path.name} after epoch {saved['epoch']} (loss {saved['loss']:.4f}); it holds: {', '.join(saved)}")
+    check(saved["epoch"] == EPOCHS_BEFORE_SAVE and saved["loss"] == losses[-1]
+          and all(torch.equal(saved["model_state_dict"][name].to(device), tensor)
+                  for name, tensor in model.state_dict().items()),
+          "torch.load(..., weights_only=True) reads it back: state_dicts, numbers and random states are "
+          "tensors and plain values, no code to run")
 
     # Keep training the original: what an uninterrupted run would do.
     straight = train_epochs(model, optimizer, loader, device, EPOCHS_AFTER_SAVE)
@@ -154,9 +186,14 @@ def checkpoint_section(device: torch.device, out_dir: Path, seed: int) -> dict:
     resumed_model = TinyNet().to(device)
     resumed_optimizer = torch.optim.Adam(resumed_model.parameters(), lr=LEARNING_RATE)
     resumed_loader, resumed_generator = make_loader(seed)  # its shuffling starts over; the checkpoint restores it
-    state = load_checkpoint(path, resumed_model, resumed_optimizer, generator=resumed_generator)
+    # map_location="cpu" keeps the random states CPU tensors (torch.set_rng_state takes no other); load_state_dict
+    # copies each weight to wherever the model lives, and the optimizer moves its state next to its parameters.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    resumed_model.load_state_dict(checkpoint["model_state_dict"])
+    resumed_optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+    restore_random_states(checkpoint, device, resumed_generator)
     resumed = train_epochs(resumed_model, resumed_optimizer, resumed_loader, device, EPOCHS_AFTER_SAVE)
-    first = state["epoch"] + 1
+    first = checkpoint["epoch"] + 1
     for epoch, a, b in zip(range(first, first + EPOCHS_AFTER_SAVE), straight, resumed):
         print(f"  epoch {epoch}: uninterrupted loss {a:.6f}, resumed loss {b:.6f}")
     check(same(torch.tensor(straight), torch.tensor(resumed), device)
@@ -167,16 +204,61 @@ def checkpoint_section(device: torch.device, out_dir: Path, seed: int) -> dict:
     weights_only_model = TinyNet().to(device)
     fresh_optimizer = torch.optim.Adam(weights_only_model.parameters(), lr=LEARNING_RATE)
     other_loader, other_generator = make_loader(seed)
-    load_checkpoint(path, weights_only_model, optimizer=None, generator=other_generator)
+    weights_only_model.load_state_dict(checkpoint["model_state_dict"])  # and no optimizer.load_state_dict(...)
+    restore_random_states(checkpoint, device, other_generator)
     without_optimizer = train_epochs(weights_only_model, fresh_optimizer, other_loader, device, EPOCHS_AFTER_SAVE)
     print(f"  without the optimizer's state, epoch {first}'s loss is {without_optimizer[0]:.6f} instead")
     check(not same(torch.tensor(straight), torch.tensor(without_optimizer), device),
           "restoring the weights alone (no optimizer state) does NOT continue the same run")
-    return {"straight": straight, "resumed": resumed, "without_optimizer": without_optimizer}
+    return {"before_save": losses, "straight": straight, "resumed": resumed, "without_optimizer": without_optimizer}
+
+
+class CrashWhileSaving(Exception):
+    """Stands in for what can stop a program in the middle of torch.save: a crash, Ctrl-C, a full disk."""
+
+
+class StopsTheSave:
+    """An object that torch.save cannot pickle: saving it stops half-way, as such a crash would."""
+
+    def __reduce__(self):
+        raise CrashWhileSaving("the program stopped in the middle of torch.save")
+
+
+def save_atomically(obj: object, path: Path) -> None:
+    """torch.save(obj, path), but never half-written: save to `path`.tmp, then rename that over `path`.
+
+    The training lessons (T01-T05) write their checkpoint.pt this way (common/run.py's atomic_write).
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # one step on the same disk: `path` is the old file or the new one, never half of one
+
+
+def atomic_section(path: Path) -> dict:
+    section(4, "Saving over a checkpoint safely: a temporary file, then a rename")
+    good = torch.load(path, map_location="cpu", weights_only=True)
+    next_save = {**good, "epoch": good["epoch"] + 1, "oops": StopsTheSave()}  # this save will stop half-way
+    print("A training run saves over its checkpoint after every epoch. Say the program stops in the middle:")
+    raises(CrashWhileSaving, lambda: torch.save(next_save, path), "torch.save(checkpoint, path) stopped half-way")
+    message = raises(RuntimeError, lambda: torch.load(path, map_location="cpu", weights_only=True),
+                     f"and the last good {path.name} is gone: torch.save empties the file first, so a save cut "
+                     "short leaves a torn one")
+    print(f"  torch.load -> RuntimeError: {message.split('. ')[0]}")
+    torch.save(good, path)  # (put the good checkpoint back for the second try)
+    print("The same save with save_atomically(): torch.save to checkpoint.pt.tmp, then os.replace() renames it")
+    raises(CrashWhileSaving, lambda: save_atomically(next_save, path), "save_atomically() stopped half-way too")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        kept = torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    except RuntimeError:  # torn
+        kept = None
+    check(kept == good["epoch"], f"but only {tmp.name} is torn: {path.name} still holds epoch {good['epoch']}, whole")
+    tmp.unlink()  # (a real run would simply write over it next time)
+    return {"torn_by_plain_save": True}
 
 
 def map_location_section(weights_path: Path, device: torch.device) -> dict:
-    section(4, "map_location: load a GPU checkpoint on a machine without one")
+    section(5, "map_location: load a GPU checkpoint on a machine without one")
     on_cpu = torch.load(weights_path, map_location="cpu", weights_only=True)
     check(all(t.device.type == "cpu" for t in on_cpu.values()), "map_location='cpu' puts every tensor on the CPU")
     on_device = torch.load(weights_path, map_location=device, weights_only=True)
@@ -195,7 +277,7 @@ def map_location_section(weights_path: Path, device: torch.device) -> dict:
 
 
 def eval_section(trained: TinyNet, device: torch.device, weights_path: Path, probe: torch.Tensor) -> dict:
-    section(5, "After loading: eval() before predicting")
+    section(6, "After loading: eval() before predicting")
     model = TinyNet().to(device)
     model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
     check(model.training, "a freshly built model is in train mode, and load_state_dict() does not change that")
@@ -214,15 +296,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="folder for the .pt files (default: a new folder under <repo>/runs)")
-    add_device_arguments(parser)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best one there is)")
+    parser.add_argument("--no-cuda", action="store_true", help="do not use CUDA even if it is available")
+    parser.add_argument("--no-mps", action="store_true", help="do not use Apple's MPS even if it is available")
+    parser.add_argument("--no-accel", action="store_true", help="use the CPU only (same as --no-cuda --no-mps)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = device_from_args(args)
+    device = select_device(args)  # reads --device, --no-cuda, --no-mps, --no-accel
     seed_everything(args.seed)
-    out_dir = cli.make_run_dir(args.out_dir, "save_load")
+    out_dir, _ = new_folder(args.out_dir, "save_load")  # --out-dir, or a new folder under runs/
     start("T04 - Saving and loading")
     print(f"device {device}, torch {torch.__version__}")
     model = TinyNet().to(device)
@@ -230,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights_path = state_dict_section(model, device, out_dir, probe)
     facts = whole_model_section(model, device, out_dir, probe)
     facts |= checkpoint_section(device, out_dir, args.seed)
+    facts |= atomic_section(out_dir / "checkpoint.pt")
     facts |= map_location_section(weights_path, device)
     facts |= eval_section(model, device, weights_path, probe)
     print(f"\nRun folder: {out_dir} (tiny_net_weights.pt, tiny_net_whole_model.pt, checkpoint.pt)")

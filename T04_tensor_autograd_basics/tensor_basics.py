@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from common import cli
-from common.device import add_device_arguments, device_from_args
-from common.seed import seed_everything
+from common.device import seed_everything, select_device
 from T04_tensor_autograd_basics.lesson import check, done, raises, section, start
 
 
@@ -297,13 +296,16 @@ def devices(device: torch.device) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="T04: tensors, step by step, with every claim checked.")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    add_device_arguments(parser)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best one there is)")
+    parser.add_argument("--no-cuda", action="store_true", help="do not use CUDA even if it is available")
+    parser.add_argument("--no-mps", action="store_true", help="do not use Apple's MPS even if it is available")
+    parser.add_argument("--no-accel", action="store_true", help="use the CPU only (same as --no-cuda --no-mps)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = device_from_args(args)
+    device = select_device(args)  # reads --device, --no-cuda, --no-mps, --no-accel
     seed_everything(args.seed)
     start("T04 - Tensor basics")
     creating_tensors()

@@ -9,6 +9,7 @@ import importlib.machinery
 import math
 import os
 import pickle
+import random
 import re
 import socket
 import subprocess
@@ -24,7 +25,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common import cli
-from common.checkpoint import safe_load
 from T04_tensor_autograd_basics import (
     activations,
     autograd_basics,
@@ -47,6 +47,11 @@ def headings(out: str) -> list[int]:
     lines = out.splitlines()
     return [int(line.split(".")[0]) for line, under in zip(lines, lines[1:])
             if under and set(under) == {"-"} and line.split(".")[0].isdigit()]
+
+
+def load(path: Path):
+    """What a careful reader writes: onto the CPU, tensors and plain values only."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def exit_with_error(main, argv: list[str], capsys) -> str:
@@ -248,6 +253,17 @@ def test_dataset_dataloader_with_two_spawned_workers(tmp_path, monkeypatch, caps
     facts = dataset_dataloader.main(["--num-workers", "2", "--no-accel", "--out-dir", str(tmp_path)])
     assert facts["workers"] == [[0], [1], [0], [1]]
     assert "2: worker 0, 3: worker 1" in capsys.readouterr().out
+
+
+def test_seed_worker_seeds_numpy_and_random_from_the_workers_torch_seed():
+    """In a worker, torch.initial_seed() is that worker's seed; seed_worker must derive NumPy's and Python's
+    seeds from it (a seed_worker that does nothing, or seeds one library only, fails here)."""
+    torch.manual_seed(2**40 + 7)  # as a worker's seed: above 2**32, so the % 2**32 matters
+    dataset_dataloader.seed_worker(0)
+    drawn = (np.random.randint(1 << 30), random.random())
+    np.random.seed((2**40 + 7) % 2**32)
+    random.seed((2**40 + 7) % 2**32)
+    assert drawn == (np.random.randint(1 << 30), random.random())
 
 
 def test_dataset_dataloader_rejects_negative_workers(capsys):
@@ -505,14 +521,19 @@ def test_save_load_resumes_identically_and_writes_only_to_its_folder(tmp_path, m
     assert sorted(os.listdir(run)) == ["checkpoint.pt", "tiny_net_weights.pt", "tiny_net_whole_model.pt"]
     assert facts["resumed"] == facts["straight"]  # bit for bit on the CPU
     assert facts["without_optimizer"] != facts["straight"]
-    weights = safe_load(run / "tiny_net_weights.pt")
+    weights = load(run / "tiny_net_weights.pt")
     save_load.TinyNet().load_state_dict(weights)  # a plain state dict that loads with weights_only=True
-    assert safe_load(run / "checkpoint.pt")["epoch"] == save_load.EPOCHS_BEFORE_SAVE
-    with pytest.raises(cli.UserError, match="not a readable PyTorch checkpoint"):
-        safe_load(run / "tiny_net_whole_model.pt")  # the pickled model is refused by a weights_only load
+    checkpoint = load(run / "checkpoint.pt")  # whole again after section 4's torn save
+    assert checkpoint["epoch"] == save_load.EPOCHS_BEFORE_SAVE and checkpoint["loss"] == facts["before_save"][-1]
+    model = save_load.TinyNet()
+    model.load_state_dict(checkpoint["model_state_dict"])  # the post's way back: load_state_dict of its entries
+    torch.optim.Adam(model.parameters()).load_state_dict(checkpoint["optimizer_state_dict"])
+    with pytest.raises((pickle.UnpicklingError, RuntimeError), match="Unsupported global"):
+        load(run / "tiny_net_whole_model.pt")  # the pickled model is refused by a weights_only load
     # torch names the class it refused ("Unsupported global: GLOBAL ..." today, "Unsupported class ..." before 2.4)
     assert re.search(r"Unsupported (global: GLOBAL|class) T04_tensor_autograd_basics\.save_load\.TinyNet", out)
-    assert headings(out) == list(range(1, 6)) and facts["claims"] == out.count("  [ok] ")
+    assert headings(out) == list(range(1, 7)) and facts["claims"] == out.count("  [ok] ")
+    assert "torch.load -> RuntimeError: PytorchStreamReader failed" in out  # the torn checkpoint of section 4
     # What the script says about torch.load's default, against what a plain torch.load really does here
     # (rather than comparing the version number again, as the script does).
     torch.save(save_load.TinyNet(), tmp_path / "pickled_model.pt")
@@ -529,8 +550,7 @@ def test_save_load_trains_for_real_and_its_loader_shuffles(tmp_path):
     loader's generator. Guards against stepping up the gradient, an epoch loss averaged wrongly, and a
     training loader without shuffle=True (then restoring the generator's state would prove nothing)."""
     facts = save_load.main(["--no-accel", "--out-dir", str(tmp_path)])
-    checkpoint = safe_load(tmp_path / "checkpoint.pt")
-    losses = [entry["loss"] for entry in checkpoint["metrics"]] + facts["straight"]  # epochs 1-3, then 4-6
+    losses = facts["before_save"] + facts["straight"]  # epochs 1-3, then 4-6
     labels = save_load.make_loader(1)[0].dataset.tensors[1].double()
     share = labels.mean().item()
     guessing = -(share * math.log(share) + (1 - share) * math.log(1 - share))  # predict the share for every point
@@ -539,6 +559,28 @@ def test_save_load_trains_for_real_and_its_loader_shuffles(tmp_path):
     loader, _ = save_load.make_loader(1)
     epoch1, epoch2 = (torch.cat([points for points, _ in loader]) for _ in range(2))
     assert not torch.equal(epoch1, loader.dataset.tensors[0]) and not torch.equal(epoch1, epoch2)
+
+
+def test_save_atomically_keeps_the_old_file_when_a_save_stops_half_way(tmp_path):
+    """A save cut short (here: an object that cannot be pickled) leaves the previous file whole, where a plain
+    torch.save leaves a torn one; a save that finishes replaces it and leaves no temporary file behind."""
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 1}, path)
+    with pytest.raises(save_load.CrashWhileSaving):
+        save_load.save_atomically({"epoch": 2, "oops": save_load.StopsTheSave()}, path)
+    assert load(path) == {"epoch": 1}
+    save_load.save_atomically({"epoch": 2}, path)
+    assert load(path) == {"epoch": 2} and sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
+    with pytest.raises(save_load.CrashWhileSaving):
+        torch.save({"epoch": 3, "oops": save_load.StopsTheSave()}, path)
+    with pytest.raises(RuntimeError):
+        load(path)  # what section 4 shows: the plain save destroyed the last good file
+
+
+def test_save_load_notices_a_save_that_is_not_atomic(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(save_load, "save_atomically", torch.save)  # writes over the checkpoint in place
+    err = exit_with_error(save_load.main, ["--no-accel", "--out-dir", str(tmp_path)], capsys)
+    assert err.startswith("error: claim failed: but only checkpoint.pt.tmp is torn")
 
 
 def test_save_load_explains_the_old_default_on_torch_before_2_6(tmp_path, monkeypatch, capsys):
