@@ -10,7 +10,8 @@ It reports about 61% on the 10,000 test images, with cats and birds the hardest 
     python T03_cifar10_lenet/cifar10_lenet.py --help             # every flag
 
 The post's code was written before PyTorch 0.4 (`Variable`, `loss.data[0]`, `dataiter.next()`);
-this is the same lesson in today's PyTorch. The README has a table of what changed.
+this is the same lesson in today's PyTorch, in the shape of pytorch/examples' mnist/main.py:
+model, train(), test(), main(). The README has a table of what changed.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from torch import nn, optim
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from torch.nn import functional as F
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 try:
-    from common import cli, data, plots
-    from common.device import add_device_arguments, device_from_args
-    from common.lifecycle import TrainingRun
-    from common.seed import seed_everything
+    from common import cli, data
+    from common.device import seed_everything, select_device
+    from common.run import TrainingRun
 except ModuleNotFoundError as err:
     if not (err.name or "").startswith("common"):
         raise
@@ -70,16 +71,8 @@ class LeNet(nn.Module):
         return self.fc3(x)
 
 
-Net = LeNet  # the name the post (and PyTorch's CIFAR-10 tutorial) gives this class
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable numbers (weights and biases) in `model`."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def train(model: nn.Module, device: torch.device, train_loader: DataLoader, optimizer: optim.Optimizer,
-          criterion: nn.Module, epoch: int, log_interval: int = 2000, dry_run: bool = False) -> dict:
+def train(model: nn.Module, device: torch.device, train_loader: DataLoader, optimizer: optim.Optimizer, *,
+          loss_fn: nn.Module, epoch: int = 1, log_interval: int = 2000, dry_run: bool = False) -> dict:
     """Train for one epoch, printing the post's `[epoch, batch] loss:` line; return the average loss and counts."""
     started = time.perf_counter()
     model.train()  # training mode (matters for dropout and batch norm; a good habit everywhere)
@@ -90,9 +83,9 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, opti
     seen = 0
     printed_sum, printed_seen = 0.0, 0  # the totals at the last printed line
     for batch_idx, (images, targets) in enumerate(train_loader):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images, targets = images.to(device), targets.to(device)
         optimizer.zero_grad()  # gradients add up across backward() calls: clear the last batch's
-        loss = criterion(model(images), targets)  # the batch's average loss
+        loss = loss_fn(model(images), targets)  # the batch's average loss
         loss.backward()  # compute d(loss)/d(weight) for every weight
         optimizer.step()  # move each weight a little against its gradient
         loss_sum += loss.detach() * len(images)  # detach: keep the number, not the graph behind it
@@ -109,20 +102,21 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, opti
             "train_seconds": time.perf_counter() - started}
 
 
-def test(model: nn.Module, device: torch.device, test_loader: DataLoader, dry_run: bool = False,
-         num_classes: int = 10) -> dict:
+def test(model: nn.Module, device: torch.device, test_loader: DataLoader, *, loss_fn: nn.Module,
+         dry_run: bool = False, num_classes: int = 10) -> dict:
     """Evaluate on the test set; return loss, accuracy, counts and the confusion matrix (true x predicted)."""
     model.eval()  # evaluation mode: dropout off, batch norm uses its running statistics
-    loss_sum, all_targets, all_predictions = 0.0, [], []
+    loss_sum = torch.zeros((), device=device)
+    all_targets, all_predictions = [], []
     with torch.no_grad():  # the post's Variable(..., volatile=True) became this
         for images, targets in test_loader:
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            images, targets = images.to(device), targets.to(device)
             outputs = model(images)
-            # Sum the losses (not the batch mean), then divide once by the number of images: the
-            # average is then right even when the last batch is smaller than the others.
-            loss_sum += F.cross_entropy(outputs, targets, reduction="sum").item()
-            all_predictions.append(outputs.argmax(dim=1).cpu())  # the class with the highest score
-            all_targets.append(targets.cpu())
+            # loss_fn gives the batch's mean; times the batch size, its sum. Dividing the total by the
+            # number of images once at the end keeps the average right when the last batch is smaller.
+            loss_sum += loss_fn(outputs, targets) * len(targets)
+            all_predictions.append(outputs.argmax(dim=1))  # the class with the highest score
+            all_targets.append(targets)
             if dry_run:
                 print("Dry run: testing on one batch only.")
                 break
@@ -131,9 +125,9 @@ def test(model: nn.Module, device: torch.device, test_loader: DataLoader, dry_ru
     # column = predicted class. Each (true, predicted) pair gets one bin, number true * 10 + predicted.
     # (The post's loop did `for i in range(4)` inside each batch, which breaks when the last batch is smaller.)
     pairs = targets * num_classes + predictions
-    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
     correct, seen = int(confusion.trace()), len(targets)
-    test_loss = loss_sum / seen
+    test_loss = loss_sum.item() / seen
     print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{seen} ({100.0 * correct / seen:.0f}%)\n")
     return {"test_loss": test_loss, "test_accuracy": correct / seen, "test_correct": correct,
             "test_images": seen, "confusion": confusion}
@@ -157,52 +151,52 @@ def post_style_lines(confusion: torch.Tensor, class_names: tuple[str, ...] = CLA
     return lines
 
 
-def plot_per_class(accuracies: list[float | None], overall: float, path: Path, class_names: tuple[str, ...] = CLASSES,
-                   show: bool = False) -> Path:
-    """Save a bar chart of each class's test accuracy, with the overall accuracy and chance as lines."""
-    import matplotlib.pyplot as plt
-
-    heights = [0.0 if a is None else 100 * a for a in accuracies]
+def per_class_figure(confusion: torch.Tensor, class_names: tuple[str, ...] = CLASSES) -> plt.Figure:
+    """A bar chart of each class's test accuracy, with the overall accuracy and chance as lines."""
+    accuracies = per_class_accuracy(confusion)
+    overall = int(confusion.trace()) / int(confusion.sum())
     fig, ax = plt.subplots(figsize=(8, 4))
-    bars = ax.bar(class_names, heights, color="tab:blue", zorder=1)
+    bars = ax.bar(class_names, [0.0 if a is None else 100 * a for a in accuracies], color="tab:blue", zorder=1)
     # The two lines go over the bars (zorder 2), the value labels over the lines (zorder 3) on an
     # opaque box, so a line that meets a label stops at its edge instead of striking through it.
-    ax.axhline(100 * overall, color="tab:green", linestyle="--", zorder=2,
-               label=f"all classes ({100 * overall:.1f}%)")
+    ax.axhline(100 * overall, color="tab:green", linestyle="--", zorder=2, label=f"all classes ({100 * overall:.1f}%)")
     ax.axhline(100 / len(class_names), color="tab:gray", linestyle=":", zorder=2, label="chance")
     for bar, accuracy in zip(bars, accuracies):
         label = "n/a" if accuracy is None else f"{100 * accuracy:.1f}%"
-        top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
-        if bar.get_height() >= 15:  # tall enough: white, inside the bar, just under its top
-            ax.annotate(label, top, ha="center", va="top", fontsize=8, color="white", xytext=(0, -3),
-                        textcoords="offset points", zorder=3,
-                        bbox={"boxstyle": "square,pad=0.2", "facecolor": bar.get_facecolor(), "edgecolor": "none"})
-        else:  # a short bar: the label sits above it on white
-            ax.annotate(label, top, ha="center", va="bottom", fontsize=8, xytext=(0, 3),
-                        textcoords="offset points", zorder=3,
-                        bbox={"boxstyle": "square,pad=0.2", "facecolor": "white", "edgecolor": "none"})
+        inside = bar.get_height() >= 15  # tall enough: white, inside the bar, just under its top
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", fontsize=8,
+                    va="top" if inside else "bottom", xytext=(0, -3 if inside else 3), textcoords="offset points",
+                    color="white" if inside else "black", zorder=3,
+                    bbox={"boxstyle": "square,pad=0.2", "edgecolor": "none",
+                          "facecolor": bar.get_facecolor() if inside else "white"})
     ax.set(ylim=(0, 118), ylabel="test accuracy (%)", title="LeNet on CIFAR-10: accuracy per class")
     ax.legend(loc="upper center", ncol=2, fontsize=8)  # above the tallest possible bar (100%)
     fig.tight_layout()
-    return plots.save_figure(fig, path, show)
+    return fig
 
 
-def show_predictions(model: nn.Module, device: torch.device, test_set: Dataset, count: int, path: Path,
-                     show: bool = False) -> None:
-    """Predict the first `count` test images; print the post's GroundTruth/Predicted lines and save a picture."""
-    count = min(count, len(test_set))
-    images = torch.stack([test_set[i][0] for i in range(count)])
-    labels = [int(test_set[i][1]) for i in range(count)]
+def show_predictions(model: nn.Module, test_set: TensorDataset, count: int) -> tuple[list[str], plt.Figure]:
+    """Predict the first `count` test images: the post's GroundTruth/Predicted lines, and a picture of them."""
+    images, labels = test_set[:count]  # the post takes the first batch: images, labels = dataiter.next()
     model.eval()
     with torch.no_grad():
-        predicted = model(images.to(device)).argmax(dim=1).tolist()
+        predicted = model(images).argmax(dim=1)
     # Spaced exactly as the post's print('GroundTruth: ', ...) and print('Predicted: ', ...).
-    print("GroundTruth:  " + " ".join(f"{CLASSES[i]:>5s}" for i in labels))
-    print("Predicted:  " + " ".join(f"{CLASSES[i]:>5s}" for i in predicted))
-    titles = [f"true: {CLASSES[t]}\npredicted: {CLASSES[p]}" + ("" if t == p else " (x)")
-              for t, p in zip(labels, predicted)]
-    # plot_image_grid undoes Normalize (x * std + mean), so the picture shows the real colours.
-    plots.plot_image_grid(images, titles, path, mean=MEAN, std=STD, columns=8, show=show)
+    lines = ["GroundTruth:  " + " ".join(f"{CLASSES[i]:>5s}" for i in labels.tolist()),
+             "Predicted:  " + " ".join(f"{CLASSES[i]:>5s}" for i in predicted.tolist())]
+    columns = min(len(images), 8)
+    rows = -(-len(images) // columns)  # rounded up
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, truth, guess in zip(axes.flat, images.cpu(), labels.tolist(), predicted.tolist()):
+        # Undo Normalize (x * std + mean) so the picture shows the real colours; matplotlib wants
+        # height x width x colour, the model channel x height x width.
+        ax.imshow((image.permute(1, 2, 0) * torch.tensor(STD) + torch.tensor(MEAN)).clamp(0, 1).numpy())
+        ax.set_title(f"true: {CLASSES[truth]}\npredicted: {CLASSES[guess]}" + ("" if truth == guess else " (x)"),
+                     fontsize=9)
+    fig.tight_layout()
+    return lines, fig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -215,8 +209,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="number of epochs to train (default: 5)")
     parser.add_argument("--lr", type=cli.positive_float, default=0.001, metavar="LR",
                         help="learning rate (default: 0.001)")
-    parser.add_argument("--momentum", type=cli.momentum, default=0.9, metavar="M",
-                        help="SGD momentum (default: 0.9; 0 turns it off)")
+    parser.add_argument("--momentum", type=float, default=0.9, metavar="M",
+                        help="SGD momentum, at least 0 and less than 1 (default: 0.9; 0 turns it off)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train on one batch and test on one batch, to check that everything runs")
     parser.add_argument("--log-interval", type=cli.positive_int, default=2000, metavar="N",
@@ -225,64 +219,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how many test images to show with their predictions (default: 4, as in the post)")
     parser.add_argument("--save-model", action="store_true",
                         help="save the trained weights (state dict) as cifar10_lenet.pt in the run folder")
-    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
-                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
-                             "(--batch-size, --lr and --momentum must be the same; --epochs may grow)")
-    add_device_arguments(parser)
-    cli.add_run_arguments(parser)
-    return parser.parse_args(argv)
+    parser.add_common_flags()  # --seed, --device/--no-cuda/--no-mps, --data-dir, --out-dir, --resume, --show
+    args = parser.parse_args(argv)
+    if not 0 <= args.momentum < 1:  # also false for nan
+        parser.error(f"argument --momentum: must be at least 0 and less than 1, got {args.momentum}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    device = device_from_args(args)
-    loader_generator = seed_everything(args.seed, args.deterministic)
+    device = select_device(args)  # CUDA, then Apple's MPS, then the CPU (or what --device says)
+    generator = seed_everything(args.seed, args.deterministic)  # and a generator for the shuffling
 
-    # 1. Data. ToTensor turns each 32x32 colour image into a 3x32x32 tensor of 0..1; Normalize maps it to -1..1.
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-    train_set = data.load_dataset("cifar10", args.data_dir, train=True, transform=transform)
-    test_set = data.load_dataset("cifar10", args.data_dir, train=False, transform=transform)
-    if not args.classic_pipeline:
-        # Transform every image once and keep the tensors in memory. With 4 images a batch the
-        # per-image PIL work would otherwise be a large part of every step. (Random augmentation
-        # such as RandomHorizontalFlip must run afresh every epoch, so to_tensor_dataset refuses it:
-        # use --classic-pipeline with it.)
-        train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
-        # On a GPU with memory to spare, keep them there: then no batch is copied from the host.
-        train_set, test_set = data.keep_on_gpu_if_it_fits([train_set, test_set], device, args.num_workers)
-    loader_kwargs = data.loader_options(args.num_workers, device, train_set)  # batching, workers, pinned memory
-    # Always shuffle the training set, never the test set (so the pictures show the same images every run).
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                              generator=loader_generator, **loader_kwargs)
-    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False, **loader_kwargs)
+    # 1. Data. torchvision reads the CIFAR-10 files; data.download() fetches them first if need be.
+    root = data.download("cifar10", args.data_dir)
+    train_set, test_set = datasets.CIFAR10(root, train=True), datasets.CIFAR10(root, train=False)
+    # What transforms.Compose([ToTensor(), Normalize(MEAN, STD)]) does to each image, done once for all
+    # 50,000 (the same numbers, bit for bit): pixels 0..255 -> 0..1 -> -1..1, and CIFAR's N x 32 x 32 x 3
+    # bytes (colour last) permuted to N x 3 x 32 x 32 (colour first, as the model wants). Kept as tensors
+    # (on the GPU, if we train on one), no image is decoded again in any epoch.
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)  # one value per colour channel
+    train_images = ((torch.from_numpy(train_set.data).float() / 255 - mean) / std).permute(0, 3, 1, 2).to(device)
+    test_images = ((torch.from_numpy(test_set.data).float() / 255 - mean) / std).permute(0, 3, 1, 2).to(device)
+    train_set = TensorDataset(train_images, torch.tensor(train_set.targets).to(device))
+    test_set = TensorDataset(test_images, torch.tensor(test_set.targets).to(device))
+    # Always shuffle the training set (a fixed order teaches the model the order), never the test set.
+    # The sampler hands the loader a whole batch of shuffled indices and batch_size=None passes the
+    # dataset's answer (4 images, one indexing operation) straight through: batches as random as
+    # DataLoader(train_set, batch_size=4, shuffle=True) makes, without a call per image and a stack per step.
+    train_sampler = BatchSampler(RandomSampler(train_set, generator=generator), args.batch_size, drop_last=False)
+    train_loader = DataLoader(train_set, sampler=train_sampler, batch_size=None)
+    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False)
 
     # 2. Model, loss and optimizer. (The post keeps the learning rate constant: no scheduler.)
     model = LeNet(len(CLASSES)).to(device)
     criterion = nn.CrossEntropyLoss()  # log_softmax + negative log-likelihood, on the raw logits
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
 
-    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
-    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
-    with TrainingRun(__file__, args, model, optimizer, None, loader_generator,
-                     must_match=("batch_size", "lr", "momentum")) as run:
-        print(f"{model}\nParameters: {count_parameters(model):,}")
+    # 3. The epoch loop. TrainingRun (common/run.py) is the bookkeeping around it: the run folder,
+    # a checkpoint after every epoch, --resume, Ctrl-C, divergence, metrics.json and curves.png.
+    with TrainingRun("cifar10_lenet", args, model, optimizer, None, generator,
+                     must_match=["batch_size", "lr", "momentum"]) as run:
+        run.log(f"{model}\nParameters: {sum(p.numel() for p in model.parameters()):,}")
         for epoch in run.epochs():
-            train_metrics = train(model, device, train_loader, optimizer, criterion, epoch, args.log_interval,
-                                  args.dry_run)
-            test_metrics = test(model, device, test_loader, args.dry_run, len(CLASSES))
+            train_metrics = train(model, device, train_loader, optimizer, loss_fn=criterion, epoch=epoch,
+                                  log_interval=args.log_interval, dry_run=args.dry_run)
+            test_metrics = test(model, device, test_loader, loss_fn=criterion, dry_run=args.dry_run)
             confusion = test_metrics.pop("confusion")  # a 10 x 10 table: kept for the ending, not a metric
-            per_class = {f"test_accuracy_{name}": accuracy
-                         for name, accuracy in zip(CLASSES, per_class_accuracy(confusion))}
+            per_class = {f"test_accuracy_{name}": a for name, a in zip(CLASSES, per_class_accuracy(confusion))}
             run.end_epoch(train_metrics, test_metrics, **per_class)
-
-        print("Finished Training")  # the post's words at this point
+        if run.epoch == 0:  # a finished run resumed with the same --epochs: nothing to train, so test it once
+            confusion = test(model, device, test_loader, loss_fn=criterion)["confusion"]
+        run.log("Finished Training")  # the post's words at this point
 
         # The post's ending: the first test images with their true and predicted classes, then the accuracies.
-        show_predictions(model, device, test_set, args.num_images, run.out_dir / "predictions.png", args.show)
-        for line in post_style_lines(confusion):
-            print(line)
-        plot_per_class(per_class_accuracy(confusion), run.history[-1]["test_accuracy"],
-                       run.out_dir / "per_class.png", show=args.show)
+        lines, picture = show_predictions(model, test_set, args.num_images)
+        run.save_figure(picture, "predictions.png")
+        for line in lines + post_style_lines(confusion):
+            run.log(line)
+        run.save_figure(per_class_figure(confusion), "per_class.png")
         run.save_curves("LeNet on CIFAR-10")
         if args.save_model:
             run.save_weights("cifar10_lenet.pt")
