@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     test_set = TensorDataset(test_images, test_set.targets.to(device))
     # Always shuffle the training set (a fixed order teaches the model the order), never the test set.
     # The sampler hands the loader a whole batch of shuffled indices and batch_size=None passes the
-    # dataset's answer (64 images, one indexing operation) straight through: the same batches as
-    # DataLoader(train_set, batch_size=64, shuffle=True), without 64 calls and a stack per step.
+    # dataset's answer (64 images, one indexing operation) straight through: batches as random as
+    # DataLoader(train_set, batch_size=64, shuffle=True) makes, without 64 calls and a stack per step.
     train_sampler = BatchSampler(RandomSampler(train_set, generator=generator), args.batch_size, drop_last=False)
     train_loader = DataLoader(train_set, sampler=train_sampler, batch_size=None)
     test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False)
