@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # The tutorial does not shuffle its training loader; we do, as every lesson here does (a fixed
     # order lets the model learn the order). The test set is never shuffled. The sampler hands the
     # loader a whole batch of shuffled indices and batch_size=None passes the dataset's answer (64
-    # images, one indexing operation) straight through: the same batches as
-    # DataLoader(training_data, batch_size=64, shuffle=True), without 64 calls and a stack per step.
+    # images, one indexing operation) straight through: batches as random as
+    # DataLoader(training_data, batch_size=64, shuffle=True) makes, without 64 calls and a stack per step.
     train_sampler = BatchSampler(RandomSampler(training_data, generator=generator), args.batch_size, drop_last=False)
     train_dataloader = DataLoader(training_data, sampler=train_sampler, batch_size=None)
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size, shuffle=False)
