@@ -1,9 +1,9 @@
 """T02 · Your own clothes: classify a photo of a garment with the model you trained on FashionMNIST.
 
     python T02_fashion_mnist/fashion_mnist.py --model cnn --save-model   # train first: writes
-                                                   # runs/fashion-mnist_cnn-.../fashion_mnist_cnn.pt
+                                                   # runs/fashion_mnist-.../fashion_mnist_cnn.pt
     python T02_fashion_mnist/predict.py my_shoe.jpg      # one line per image, and runs/predict-.../predictions.png
-    python T02_fashion_mnist/predict.py photos/*.jpg --model runs/fashion-mnist_mlp-20250101-120000/checkpoint.pt
+    python T02_fashion_mnist/predict.py photos/*.jpg --model runs/fashion_mnist-20250101-120000/checkpoint.pt
     python T02_fashion_mnist/predict.py my_shoe.jpg --no-preprocess   # the naive 28x28 resize, to compare
 
 FashionMNIST's pictures are Zalando's product photos, converted like this (Xiao et al. 2017,
@@ -12,12 +12,14 @@ the shorter side padded to 28 with the product in the middle, the colours invert
 So each garment is light on black and fills its 28x28 frame. A photo of a shoe on a white
 table, merely shrunk to 28x28, is a dark shoe in a light frame: the network never saw that.
 preprocess() below repeats the conversion, and predictions.png shows what the network saw.
-The file says which model it holds (the MLP, the deep MLP or the CNN) and what it was trained on.
+The file says which model it holds (the MLP, the deep MLP or the CNN), what it was trained on
+and with which mean and std (checkpoint.pt; a weights file asks the checkpoint.pt beside it).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -29,9 +31,8 @@ from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` and the lessons import from any folder
 try:
-    from common import cli, images, plots
-    from common.checkpoint import newest_file, read_weights, safe_load
-    from common.device import add_device_arguments, device_from_args
+    from common import cli, images
+    from common.device import select_device
     from T02_fashion_mnist.fashion_mnist import MODELS, POSTS_MEAN, POSTS_STD
 except ModuleNotFoundError as err:
     if not (err.name or "").startswith(("common", "T02_fashion_mnist")):
@@ -41,16 +42,15 @@ except ModuleNotFoundError as err:
 
 CLASSES = list(datasets.FashionMNIST.classes)  # "T-shirt/top", "Trouser", ... the names training printed
 DIGITS = [str(digit) for digit in range(10)]  # for a model trained with --dataset mnist
-MODEL_CLASSES = [model_class.__name__ for model_class in MODELS.values()]  # NeuralNetwork, NeuralNetworkDeep, ConvNet
-# What `fashion_mnist.py --save-model` writes (<dataset>_<model>.pt) and the checkpoint of every run,
-# in run folders named <dataset>_<model>-<time>.
-WEIGHTS_PATTERNS = ["*/fashion_mnist_*.pt", "*/mnist_mlp.pt", "*/mnist_mlp_deep.pt", "*/mnist_cnn.pt",
-                    "fashion-mnist_*-*/checkpoint.pt", "mnist_mlp-*/checkpoint.pt", "mnist_cnn-*/checkpoint.pt"]
+MODEL_CLASSES = [model_class.__name__ for model_class in MODELS.values()]  # the classes fashion_mnist.py defines
+# What `fashion_mnist.py --save-model` writes (<dataset>_<model>.pt), and the checkpoint of every run.
+WEIGHTS_PATTERNS = [f"*/{dataset}_{model.replace('-', '_')}.pt" for dataset in ("fashion_mnist", "mnist")
+                    for model in MODELS] + ["fashion_mnist-*/checkpoint.pt"]
 
 
 # --- Preprocessing: make a photo look like a FashionMNIST picture ------------------------------
-# The first steps (grayscale, light-on-black, background removed, cropped) are T01's, shared in
-# common/images.py. Only the last two are FashionMNIST's own.
+# The first steps (grayscale, light on black, background removed, cropped) are those of T01's digits,
+# in common/images.py. Only the last two are FashionMNIST's own.
 
 def pad_to_square(garment: np.ndarray) -> np.ndarray:
     """Extend the shorter side with black so the picture is square, the garment in the middle.
@@ -71,7 +71,7 @@ def pad_to_square(garment: np.ndarray) -> np.ndarray:
 
 def preprocess(image: Image.Image) -> np.ndarray:
     """A photo of one garment -> a 28x28 array, 0..1, made the way FashionMNIST's pictures were made."""
-    gray = images.to_grayscale(images.shrink_for_work(image))  # one channel, 0 = black, 1 = white
+    gray = images.to_grayscale(image)  # one channel, 0 = black, 1 = white
     garment = images.ink_on_black(gray)  # a light background is inverted: light garment on black
     try:
         garment = images.remove_background(garment)  # background exactly 0, its noise and grain gone
@@ -83,11 +83,6 @@ def preprocess(image: Image.Image) -> np.ndarray:
     return np.clip(images.resize_array(square, 28, 28), 0.0, 1.0)  # the garment fills the 28x28 frame
 
 
-def naive_resize(image: Image.Image) -> np.ndarray:
-    """Grayscale and squash to 28x28, nothing else: what most tutorials do, for comparison (--no-preprocess)."""
-    return images.resize_array(images.to_grayscale(image), 28, 28)
-
-
 def to_model_input(pixels: np.ndarray, mean: float = POSTS_MEAN, std: float = POSTS_STD) -> torch.Tensor:
     """28x28 pixels 0..1 -> a 1x1x28x28 tensor, normalised as fashion_mnist.py normalised its training data."""
     return ((torch.from_numpy(pixels) - mean) / std).reshape(1, 1, 28, 28)
@@ -97,7 +92,7 @@ def to_model_input(pixels: np.ndarray, mean: float = POSTS_MEAN, std: float = PO
 
 def find_weights(runs_dir: Path) -> Path:
     """The newest weights file or checkpoint that fashion_mnist.py wrote under `runs_dir`."""
-    found = [path for pattern in WEIGHTS_PATTERNS if (path := newest_file(runs_dir, pattern))]
+    found = [path for pattern in WEIGHTS_PATTERNS if (path := images.newest_file(runs_dir, pattern))]
     if not found:
         raise cli.UserError(f"no trained FashionMNIST model found under {runs_dir}: train one with "
                             "`python T02_fashion_mnist/fashion_mnist.py --save-model`, or pass --model PATH")
@@ -115,17 +110,15 @@ def training_flags(path: Path, saved_args: dict) -> dict:
     beside = path.parent / "checkpoint.pt"
     if beside.is_file() and beside.resolve() != path.resolve():
         try:
-            checkpoint = safe_load(beside)
-            if isinstance(checkpoint, dict) and checkpoint.get("model_class") in MODEL_CLASSES:
-                return dict(checkpoint.get("args") or {})
+            return images.read_weights(beside, MODEL_CLASSES)[1]
         except cli.UserError:
-            pass  # an unreadable neighbour tells us nothing
+            pass  # an unreadable neighbour, or another lesson's, tells us nothing
     return {"dataset": "mnist" if path.name.startswith("mnist_") else "fashion-mnist"}
 
 
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The T02 model whose weights are in `path`, in evaluation mode, and the flags it was trained with."""
-    state_dict, saved_args = read_weights(path, MODEL_CLASSES)  # refuses T01's and T03's checkpoints
+    state_dict, saved_args = images.read_weights(path, MODEL_CLASSES)  # refuses T01's and T03's checkpoints
     flags = training_flags(Path(path), saved_args)
     # A checkpoint names its model; a state dict does not, so try each of the three in turn:
     # the layer names and shapes fit exactly one of them.
@@ -134,7 +127,7 @@ def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
         model = MODELS[name]()
         try:
             model.load_state_dict(state_dict)
-        except (RuntimeError, TypeError, AttributeError):
+        except RuntimeError:  # another model's layer names or shapes
             continue
         # eval(): the CNN's batch norm must use the statistics it learnt (a batch of one image has
         # none of its own) and dropout must stop dropping. The MLPs have neither, but it costs nothing.
@@ -150,30 +143,34 @@ def predict(model: nn.Module, device: torch.device, model_input: torch.Tensor) -
     return torch.softmax(logits, dim=1)[0].tolist()  # the models return raw scores; softmax turns them into 0..1
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a number that is not NaN or infinite (either would make every input NaN)."""
+    value = float(text)  # not a number: argparse says "invalid finite_float value"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="T02: classify your own photos of clothes with a FashionMNIST model.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...), one garment each")
     parser.add_argument("--model", type=Path, default=None, metavar="PATH",
                         help="<dataset>_<model>.pt from `fashion_mnist.py --save-model`, or a checkpoint.pt "
                              "(default: the newest one under runs/)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="folder for predictions.png (default: a new folder runs/predict-<date>-<time>)")
     parser.add_argument("--no-preprocess", action="store_true",
                         help="only grayscale and resize to 28x28, to see how much the preprocessing matters")
-    parser.add_argument("--mean", type=float, default=None, metavar="M",
-                        help=f"the Normalize mean the model was trained with (default: {POSTS_MEAN}, the posts'; "
-                             "a --measured-stats run prints its own in train.log)")
+    parser.add_argument("--mean", type=finite_float, default=None, metavar="M",
+                        help="the Normalize mean the model was trained with (default: the one its run's "
+                             f"checkpoint.pt holds, else the posts' {POSTS_MEAN})")
     parser.add_argument("--std", type=cli.positive_float, default=None, metavar="S",
-                        help=f"the Normalize std the model was trained with (default: {POSTS_STD})")
-    parser.add_argument("--show", action="store_true", help="also open the picture in a window, if there is a display")
-    add_device_arguments(parser)
+                        help=f"the Normalize std the model was trained with (default: as --mean, else {POSTS_STD})")
+    parser.add_common_flags()  # --out-dir (for predictions.png), --show and the device flags are the ones used here
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[images.Prediction]:
     args = parse_args(argv)
-    show = plots.use_backend(args.show)
-    device = device_from_args(args)
+    device = select_device(args)
     model_path = args.model if args.model is not None else find_weights(cli.REPO_ROOT / "runs")
     model, flags = load_model(model_path, device)
     dataset = flags.get("dataset", "fashion-mnist")
@@ -181,25 +178,19 @@ def main(argv: list[str] | None = None) -> list[images.Prediction]:
 
     class_names, prepare = CLASSES, preprocess
     if dataset == "mnist":  # `fashion_mnist.py --dataset mnist`: digits, so prepare them as T01 does
-        from T01_mnist_nn.predict import preprocess as prepare_digit
-
-        class_names, prepare = DIGITS, prepare_digit
+        class_names, prepare = DIGITS, images.preprocess_digit
         print("note: this model was trained on MNIST digits (--dataset mnist): each image is prepared "
               "as T01_mnist_nn/predict.py prepares digits (20x20 box, centred by mass)", file=sys.stderr)
-    mean = args.mean if args.mean is not None else POSTS_MEAN
-    std = args.std if args.std is not None else POSTS_STD
-    if flags.get("measured_stats") and args.mean is None and args.std is None:
-        # The measured mean and std are computed from the data at the start of training and
-        # printed, but not stored in the file: only the reader's train.log has them.
-        print(f"note: this model was trained with --measured-stats, whose mean and std are not in the file; "
-              f"assuming {POSTS_MEAN}/{POSTS_STD}: pass --mean M --std S as its train.log printed them",
-              file=sys.stderr)
+    # The Normalize mean and std of training: the posts' 0.5/0.5, or with --measured-stats the training
+    # images' own, which fashion_mnist.py keeps in checkpoint.pt's args. --mean/--std override them.
+    mean = args.mean if args.mean is not None else flags.get("mean", POSTS_MEAN)
+    std = args.std if args.std is not None else flags.get("std", POSTS_STD)
 
     predictions, failed = [], 0
     for path in args.images:
         try:
             image = images.open_image(path)
-            pixels = naive_resize(image) if args.no_preprocess else prepare(image)
+            pixels = images.naive_resize(image) if args.no_preprocess else prepare(image)
         except cli.UserError as err:  # one bad image: say which and why, then go on with the others
             print(f"error: {path}: {err}", file=sys.stderr)
             failed += 1
@@ -209,9 +200,8 @@ def main(argv: list[str] | None = None) -> list[images.Prediction]:
         print(images.describe_prediction(path, probabilities, class_names))
 
     if predictions:
-        out_dir = cli.make_run_dir(args.out_dir, "predict")
         title = "naive resize (--no-preprocess)" if args.no_preprocess else "what the network saw"
-        picture = images.plot_predictions(predictions, class_names, images.figure_path(out_dir), title, show)
+        picture = images.plot_predictions(predictions, class_names, args.out_dir, title, args.show)
         print(f"Picture: {picture}", file=sys.stderr)
     if failed:
         sys.exit(2)

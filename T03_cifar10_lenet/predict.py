@@ -22,9 +22,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` and the lessons import from any folder
 try:
-    from common import cli, images, plots
-    from common.checkpoint import load_weights, newest_file, read_weights
-    from common.device import add_device_arguments, device_from_args
+    from common import cli, images
+    from common.device import select_device
     from T03_cifar10_lenet.cifar10_lenet import CLASSES, MEAN, STD, LeNet
 except ModuleNotFoundError as err:
     if not (err.name or "").startswith(("common", "T03_cifar10_lenet")):
@@ -64,8 +63,8 @@ def to_model_input(pixels: np.ndarray) -> torch.Tensor:
 
 def find_weights(runs_dir: Path) -> Path:
     """The newest saved LeNet under `runs_dir` (weights first, else a training checkpoint of cifar10_lenet.py)."""
-    path = (newest_file(runs_dir, f"*/{WEIGHTS_FILE}")
-            or newest_file(runs_dir, "cifar10_lenet-*/checkpoint.pt"))
+    path = (images.newest_file(runs_dir, f"*/{WEIGHTS_FILE}")
+            or images.newest_file(runs_dir, "cifar10_lenet-*/checkpoint.pt"))
     if path is None:
         raise cli.UserError(f"no trained LeNet found under {runs_dir}: train one with "
                             "`python T03_cifar10_lenet/cifar10_lenet.py`, or pass --model PATH")
@@ -74,9 +73,13 @@ def find_weights(runs_dir: Path) -> Path:
 
 def load_model(path: Path, device: torch.device) -> LeNet:
     """LeNet with the weights in `path` (cifar10_lenet.pt or a checkpoint.pt), in evaluation mode."""
-    state_dict, _ = read_weights(path, ["LeNet"])
-    model = LeNet(len(CLASSES))
-    load_weights(model, state_dict, path)  # a clear error if these are another model's weights
+    state_dict, _ = images.read_weights(path, [LeNet.__name__])
+    model = LeNet()
+    try:
+        model.load_state_dict(state_dict)  # the layers' names and shapes must be LeNet's
+    except RuntimeError as err:
+        raise cli.UserError(f"{path} holds the weights of another model, not LeNet's "
+                            f"({str(err).strip().splitlines()[-1].strip()[:120]})") from None
     return model.to(device).eval()
 
 
@@ -93,17 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None, metavar="PATH",
                         help=f"{WEIGHTS_FILE} or a checkpoint.pt from cifar10_lenet.py "
                              "(default: the newest one under runs/)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="folder for predictions.png (default: a new folder runs/predict-<date>-<time>)")
-    parser.add_argument("--show", action="store_true", help="also open the picture in a window, if there is a display")
-    add_device_arguments(parser)
+    parser.add_common_flags()  # --out-dir (for predictions.png), --show and the device flags are the ones used here
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[images.Prediction]:
     args = parse_args(argv)
-    show = plots.use_backend(args.show)
-    device = device_from_args(args)
+    device = select_device(args)
     model_path = args.model if args.model is not None else find_weights(cli.REPO_ROOT / "runs")
     model = load_model(model_path, device)
     print(f"Model: {model_path}", file=sys.stderr)
@@ -122,9 +121,7 @@ def main(argv: list[str] | None = None) -> list[images.Prediction]:
         print(images.describe_prediction(path, probabilities, CLASSES))
 
     if predictions:
-        out_dir = cli.make_run_dir(args.out_dir, "predict")
-        picture = images.plot_predictions(predictions, CLASSES, images.figure_path(out_dir),
-                                          "what LeNet saw", show)
+        picture = images.plot_predictions(predictions, CLASSES, args.out_dir, "what LeNet saw", args.show)
         print(f"Picture: {picture}", file=sys.stderr)
     if failed:
         sys.exit(2)

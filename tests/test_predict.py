@@ -11,9 +11,13 @@ naive resize must not.
 
 from __future__ import annotations
 
+import pickle
 import re
+import struct
 import subprocess
 import sys
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from common import cli, images
+from common import cli, images, run
 from T01_mnist_nn import mnist_nn
 from T01_mnist_nn import predict as t01
 
@@ -117,12 +121,18 @@ def photograph(digit: np.ndarray, variant: int, folder: Path, name: str) -> Path
 
 
 def run_main(module, argv: list[str], capsys) -> tuple[int, list[str], list[str]]:
-    """Run a predict script's main() as `python predict.py` would; return exit code, stdout and stderr lines."""
-    try:
-        cli.run_main(lambda: module.main(argv))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
+    """Run a predict script's main() as `python predict.py` would; return exit code, stdout and stderr lines.
+
+    A warning would print more lines on stderr: none may reach the reader.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cli.run_main(lambda: module.main(argv))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+    assert not caught, [str(warning.message)[:200] for warning in caught]
     out, err = capsys.readouterr()
     return code, out.splitlines(), err.splitlines()
 
@@ -144,10 +154,10 @@ def test_preprocessing_recovers_the_prediction_of_the_original_and_the_naive_res
         for variant in range(3):
             path = photograph(digit, index + variant, tmp_path, f"digit{index}-{variant}")
             image = images.open_image(path)
-            seen = t01.preprocess(image)
+            seen = images.preprocess_digit(image)
             assert seen.shape == (28, 28) and seen.min() >= 0 and seen.max() <= 1
             agree_preprocessed += prediction(model, seen) == label
-            agree_naive += prediction(model, t01.naive_resize(image)) == label
+            agree_naive += prediction(model, images.naive_resize(image)) == label
             total += 1
     assert agree_preprocessed >= 0.9 * total, f"preprocessed: {agree_preprocessed}/{total}"
     assert agree_naive <= 0.4 * total, f"naive resize: {agree_naive}/{total}"
@@ -161,16 +171,16 @@ def test_light_ink_on_black_grayscale_and_transparent_drawings_work_too(digits, 
     enlarged = np.asarray(Image.fromarray((originals[12] * 255).astype(np.uint8)).resize((200, 200)))
     drawing[20:220, 150:350, 3] = enlarged
     Image.fromarray(drawing, "RGBA").save(tmp_path / "transparent.png")
-    assert prediction(model, t01.preprocess(images.open_image(tmp_path / "white.png"))) == labels[6]
-    assert prediction(model, t01.preprocess(images.open_image(tmp_path / "transparent.png"))) == labels[12]
+    assert prediction(model, images.preprocess_digit(images.open_image(tmp_path / "white.png"))) == labels[6]
+    assert prediction(model, images.preprocess_digit(images.open_image(tmp_path / "transparent.png"))) == labels[12]
 
 
 def test_each_step_does_what_mnist_did():
     tall = np.ones((80, 20), dtype=np.float32)  # a cropped "1"
-    assert t01.fit_into_box(tall, 20).shape == (20, 5)  # longer side 20, aspect ratio kept
+    assert images.fit_into_box(tall, 20).shape == (20, 5)  # longer side 20, aspect ratio kept
     corner = np.zeros((10, 6), dtype=np.float32)
     corner[:3, :3] = 1.0  # all the mass in the top-left corner
-    placed = t01.centre_by_mass(corner, 28)
+    placed = images.centre_by_mass(corner, 28)
     rows, cols = np.indices(placed.shape)
     assert abs((rows * placed).sum() / placed.sum() - 13.5) <= 0.5
     assert abs((cols * placed).sum() / placed.sum() - 13.5) <= 0.5
@@ -208,12 +218,13 @@ def test_prints_one_line_per_image_and_draws_the_picture(digits, weights, tmp_pa
 def test_no_preprocess_uses_the_naive_resize(digits, weights, tmp_path, capsys, one_thread):
     path = photograph(digits[1][0], 0, tmp_path, "photo")
     predictions = t01.main([str(path), "--model", str(weights), "--out-dir", str(tmp_path), "--no-preprocess"])
-    assert np.allclose(predictions[0].model_input, t01.naive_resize(images.open_image(path)))
+    assert np.allclose(predictions[0].model_input, images.naive_resize(images.open_image(path)))
 
 
 def test_finds_the_newest_trained_model_and_makes_a_new_run_folder(mnist_root, tmp_path, monkeypatch, capsys,
                                                                     digits, one_thread):
     monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)  # runs/ is then tmp_path/runs
+    monkeypatch.setattr(run, "REPO_ROOT", tmp_path)  # (common/run.py makes the new folders)
     photo = str(photograph(digits[1][0], 0, tmp_path, "photo"))
     code, out, err = run_main(t01, [photo, "--no-accel"], capsys)
     assert code == 2 and len(err) == 1 and "mnist_nn.py --save-model" in err[0], err
@@ -228,6 +239,20 @@ def test_finds_the_newest_trained_model_and_makes_a_new_run_folder(mnist_root, t
     # The full training checkpoint holds the same weights.
     code, out_checkpoint, _ = run_main(t01, [photo, "--model", str(run_dir / "checkpoint.pt"), "--no-accel"], capsys)
     assert code == 0 and out_checkpoint == out
+    (run_dir / "mnist_simple_nn.pt").unlink()  # a run without --save-model: its checkpoint is found
+    code, out_found, err = run_main(t01, [photo, "--no-accel"], capsys)
+    assert code == 0 and out_found == out and err[0].startswith(f"Model: {run_dir / 'checkpoint.pt'}"), err
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG file that says it is width x height pixels but holds no pixel data: what Pillow's open() reads."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    return path
 
 
 def bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
@@ -236,10 +261,17 @@ def bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
     Image.new("RGB", (1, 1), "white").save(folder / "dot.png")
     blank = np.clip(np.random.default_rng(0).normal(240, 4, (300, 200, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(blank).save(folder / "blank.jpg", quality=85)  # a photo of an empty sheet
-    Image.new("1", (8000, 7000), 1).save(folder / "huge.png")  # 56 megapixels
+    png_header(folder / "huge.png", 8000, 7000)  # 56 megapixels: over our limit, under Pillow's
+    png_header(folder / "warned.png", 10000, 10000)  # 100 megapixels: Pillow warns (2 lines) before our limit
+    png_header(folder / "bomb.png", 20000, 20000)  # 400 megapixels: Pillow's DecompressionBombError, no OSError
+    noise = np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "cut.png")
+    (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:200])  # a download that stopped early
     return {"missing": (folder / "missing.png", "no such file"), "text": (folder / "notes.png", "not an image"),
             "1x1": (folder / "dot.png", "too small"), "blank": (folder / "blank.jpg", "no ink found"),
-            "huge": (folder / "huge.png", "too large")}
+            "huge": (folder / "huge.png", "too large"), "warned": (folder / "warned.png", "too large"),
+            "bomb": (folder / "bomb.png", "too large"), "cut": (folder / "cut.png", "cannot decode it"),
+            "folder": (folder, "not a file")}
 
 
 def test_bad_images_give_one_line_each_and_exit_2(weights, tmp_path, capsys, digits, one_thread):
@@ -249,11 +281,12 @@ def test_bad_images_give_one_line_each_and_exit_2(weights, tmp_path, capsys, dig
         assert code == 2 and out == [] and len(err) == 2, (name, err)  # "Model: ..." then the error
         assert err[1].startswith(f"error: {path}: ") and words in err[1], (name, err)
         assert not (tmp_path / name).exists()  # nothing to draw, no folder made
-    # A bad image among good ones: the good ones are still classified and drawn.
-    good = photograph(digits[1][0], 0, tmp_path, "good")
-    code, out, err = run_main(t01, [str(good), str(tmp_path / "missing.png"), "--model", str(weights),
-                                    "--out-dir", str(tmp_path / "mixed")], capsys)
-    assert code == 2 and len(out) == 1 and (tmp_path / "mixed" / "predictions.png").is_file()
+    # Bad images among good ones: the good ones are still classified and drawn.
+    good = str(photograph(digits[1][0], 0, tmp_path, "good"))
+    code, out, err = run_main(t01, [str(tmp_path / "bomb.png"), good, str(tmp_path / "missing.png"), good,
+                                    "--model", str(weights), "--out-dir", str(tmp_path / "mixed")], capsys)
+    assert code == 2 and len(out) == 2 and len(err) == 4, err  # Model, two errors, Picture
+    assert (tmp_path / "mixed" / "predictions.png").is_file()
 
 
 def test_weights_of_another_lesson_or_model_give_one_line_and_exit_2(tmp_path, capsys, digits):
@@ -261,11 +294,20 @@ def test_weights_of_another_lesson_or_model_give_one_line_and_exit_2(tmp_path, c
 
     photo = str(photograph(digits[1][0], 0, tmp_path, "photo"))
     lenet = LeNet()
-    torch.save({"model_class": "LeNet", "model_state_dict": lenet.state_dict(), "args": {}}, tmp_path / "ckpt.pt")
+    torch.save({"script": "cifar10_lenet", "model_class": "LeNet", "model_state_dict": lenet.state_dict(),
+                "args": {}}, tmp_path / "ckpt.pt")  # the fields common/run.py writes
     torch.save(lenet.state_dict(), tmp_path / "lenet.pt")
     (tmp_path / "photo.pt").write_bytes(Path(photo).read_bytes())
-    cases = {"ckpt.pt": "T03_cifar10_lenet/predict.py", "lenet.pt": "different model than SimpleNN",
-             "photo.pt": "not a readable PyTorch checkpoint", "none.pt": "does not exist"}
+    with open(tmp_path / "pickled.pt", "wb") as f:
+        pickle.dump({"fc1.weight": [1.0]}, f, protocol=4)  # torch warns about the protocol: no extra lines
+    broken = {name: value.clone() for name, value in digits[0].state_dict().items()}
+    broken["fc2.bias"][3] = float("nan")  # a diverged model
+    torch.save(broken, tmp_path / "nan.pt")
+    torch.save({"fc1.weight": "not a tensor"}, tmp_path / "dict.pt")
+    cases = {"ckpt.pt": "written by cifar10_lenet.py, not SimpleNN: use the predict.py beside cifar10_lenet.py",
+             "lenet.pt": "weights of another model, not SimpleNN's", "photo.pt": "not a readable PyTorch checkpoint",
+             "pickled.pt": "not a readable PyTorch checkpoint", "nan.pt": "not finite numbers (fc2.bias)",
+             "dict.pt": "does not hold a model's weights", "none.pt": "does not exist", ".": "is a folder"}
     for name, words in cases.items():
         code, out, err = run_main(t01, [photo, "--model", str(tmp_path / name), "--out-dir", str(tmp_path)], capsys)
         assert code == 2 and out == [] and len(err) == 1 and words in err[0], (name, err)
@@ -273,12 +315,16 @@ def test_weights_of_another_lesson_or_model_give_one_line_and_exit_2(tmp_path, c
 
 def test_the_script_itself_prints_no_traceback(weights, tmp_path, digits):
     good = photograph(digits[1][0], 0, tmp_path, "good")
-    result = subprocess.run([sys.executable, str(REPO / "T01_mnist_nn" / "predict.py"), str(good),
+    bomb = png_header(tmp_path / "bomb.png", 20000, 20000)  # Pillow's DecompressionBombError, in a real process
+    result = subprocess.run([sys.executable, str(REPO / "T01_mnist_nn" / "predict.py"), str(bomb), str(good),
                              str(tmp_path / "missing.png"), "--model", str(weights), "--out-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert LINE.match(result.stdout.strip()) and result.stdout.startswith(f"{good}: ")
-    assert f"error: {tmp_path / 'missing.png'}: no such file" in result.stderr.splitlines()
+    errors = result.stderr.splitlines()
+    assert f"error: {tmp_path / 'missing.png'}: no such file" in errors
+    assert f"error: {bomb}: image too large (at most 50 megapixels): shrink it first" in errors, errors
+    assert len(errors) == 4, errors  # Model, two errors, Picture: no warning lines
 
 
 # --- T03 ---------------------------------------------------------------------------------------
@@ -320,10 +366,11 @@ def test_t03_refuses_other_lessons_and_bad_images(weights, tmp_path, capsys):
     photo = tmp_path / "photo.png"
     Image.new("RGB", (64, 48), "orange").save(photo)
     code, out, err = run_main(t03, [str(photo), "--model", str(weights), "--out-dir", str(tmp_path)], capsys)
-    assert code == 2 and len(err) == 1 and "different model than LeNet" in err[0], err  # T01's weights
-    torch.save({"model_class": "SimpleNN", "model_state_dict": {}, "args": {}}, tmp_path / "checkpoint.pt")
+    assert code == 2 and len(err) == 1 and "another model, not LeNet's" in err[0], err  # T01's weights
+    torch.save({"script": "mnist_nn", "model_class": "SimpleNN", "model_state_dict": {}, "args": {}},
+               tmp_path / "checkpoint.pt")
     code, out, err = run_main(t03, [str(photo), "--model", str(tmp_path / "checkpoint.pt")], capsys)
-    assert code == 2 and len(err) == 1 and "T01_mnist_nn/predict.py" in err[0], err
+    assert code == 2 and len(err) == 1 and "use the predict.py beside mnist_nn.py" in err[0], err
     from T03_cifar10_lenet.cifar10_lenet import LeNet
 
     torch.save(LeNet().state_dict(), tmp_path / "cifar10_lenet.pt")

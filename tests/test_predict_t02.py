@@ -1,6 +1,6 @@
 """T02's predict.py: the reader's own photo of a garment in, a FashionMNIST class and a picture out.
 
-Real clothes photos aren't available offline. common/synthetic.py's FashionMNIST stand-in (read
+Real clothes photos aren't available offline. tests/stand_in_data.py's FashionMNIST stand-in (read
 by the end-to-end test below) is random pixel patterns that fill the whole 28x28 frame: it
 has no shapes to crop or pad. So the recovery tests make "garments" of their own in
 FashionMNIST's format: one silhouette per class (tall and thin for trousers, wide and low
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import stand_in_data
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from common import cli, images, synthetic
-from common.checkpoint import save_checkpoint
+from common import cli, images, run
 from T02_fashion_mnist import fashion_mnist
 from T02_fashion_mnist import predict as t02
 from tests.test_predict import bad_inputs, run_main
@@ -135,7 +135,7 @@ def test_preprocessing_recovers_the_prediction_of_the_original_and_the_naive_res
             seen = t02.preprocess(image)
             assert seen.shape == (28, 28) and seen.min() >= 0 and seen.max() <= 1
             agree_preprocessed += prediction(model, seen) == label
-            agree_naive += prediction(model, t02.naive_resize(image)) == label
+            agree_naive += prediction(model, images.naive_resize(image)) == label
             total += 1
     assert agree_preprocessed >= 0.9 * total, f"preprocessed: {agree_preprocessed}/{total}"
     assert agree_naive <= 0.4 * total, f"naive resize: {agree_naive}/{total}"
@@ -180,7 +180,7 @@ def test_prints_class_names_and_draws_the_picture(clothes, weights, tmp_path, ca
     run_main(t02, [paths[0], "--model", str(weights), "--out-dir", str(out_dir), "--no-accel"], capsys)
     assert (out_dir / "predictions-2.png").is_file()  # never overwritten
     predictions = t02.main([paths[0], "--model", str(weights), "--out-dir", str(out_dir), "--no-preprocess"])
-    assert np.allclose(predictions[0].model_input, t02.naive_resize(images.open_image(paths[0])))
+    assert np.allclose(predictions[0].model_input, images.naive_resize(images.open_image(paths[0])))
 
 
 def test_the_model_type_is_read_from_the_weights_and_the_cnn_predicts_in_eval_mode(tmp_path, capsys, one_thread):
@@ -211,24 +211,29 @@ def test_the_model_type_is_read_from_the_weights_and_the_cnn_predicts_in_eval_mo
 def test_a_checkpoint_names_its_model_dataset_and_statistics(clothes, tmp_path, capsys, one_thread):
     model, originals, labels = clothes
     photo = str(photograph(originals[6], 0, tmp_path, "photo"))
-    run_dir = tmp_path / "fashion-mnist_mlp-20250101-120000"
-    save_checkpoint(run_dir / "checkpoint.pt", model, epoch=5,
-                    args={"model": "mlp", "dataset": "fashion-mnist", "measured_stats": True})
-    code, out, err = run_main(t02, [photo, "--model", str(run_dir / "checkpoint.pt"), "--out-dir", str(tmp_path)],
-                              capsys)
-    assert code == 0 and LINE.match(out[0])["best"] == t02.CLASSES[labels[6]], (out, err)
-    assert any("--measured-stats" in line and "--mean" in line for line in err), err  # the one-line note
-    code, out_given, err = run_main(t02, [photo, "--model", str(run_dir / "checkpoint.pt"), "--out-dir",
-                                          str(tmp_path), "--mean", "0.2", "--std", "0.3"], capsys)
-    assert code == 0 and not any("--measured-stats" in line for line in err) and out_given != out
+    run_dir = tmp_path / "fashion_mnist-20250101-120000"
+    run_dir.mkdir()
+    flags = {"model": "mlp", "dataset": "fashion-mnist", "measured_stats": True, "mean": 0.2, "std": 0.3}
+    torch.save({"script": "fashion_mnist", "model_class": "NeuralNetwork", "model_state_dict": model.state_dict(),
+                "args": flags}, run_dir / "checkpoint.pt")  # the fields common/run.py writes
+    predictions = t02.main([photo, "--model", str(run_dir / "checkpoint.pt"), "--out-dir", str(tmp_path)])
+    with torch.no_grad():  # normalised with the checkpoint's measured statistics, not the posts' 0.5/0.5
+        x = (torch.from_numpy(predictions[0].model_input).reshape(1, 1, 28, 28) - 0.2) / 0.3
+        expected = torch.softmax(model(x), dim=1)[0]
+    assert torch.allclose(torch.tensor(predictions[0].probabilities), expected, atol=1e-5)
+    given = t02.main([photo, "--model", str(run_dir / "checkpoint.pt"), "--out-dir", str(tmp_path), "--mean", "0.5",
+                      "--std", "0.5"])  # the flags override the checkpoint
+    assert np.allclose(given[0].probabilities, t02.predict(model, torch.device("cpu"),
+                                                           normalise(given[0].model_input)), atol=1e-6)
     # best_model.pt and renamed weights are plain state dicts: the checkpoint beside them knows the dataset.
     torch.save(model.state_dict(), run_dir / "best_model.pt")
-    assert t02.load_model(run_dir / "best_model.pt", torch.device("cpu"))[1]["measured_stats"] is True
+    assert t02.load_model(run_dir / "best_model.pt", torch.device("cpu"))[1] == flags
+    capsys.readouterr()
+    code, out, err = run_main(t02, [photo, "--model", str(run_dir / "best_model.pt"), "--mean", "nan"], capsys)
+    assert code == 2 and len(err) == 1 and "--mean: must be a finite number, got nan" in err[0], err
 
 
 def test_a_model_trained_on_mnist_digits_gets_t01s_digit_preprocessing(clothes, tmp_path, capsys, one_thread):
-    from T01_mnist_nn import predict as t01
-
     torch.save(clothes[0].state_dict(), tmp_path / "mnist_mlp.pt")  # `--dataset mnist --save-model`'s name
     photo = np.full((200, 150), 240, dtype=np.uint8)
     photo[40:160, 60:80] = 20  # a "1"
@@ -237,7 +242,7 @@ def test_a_model_trained_on_mnist_digits_gets_t01s_digit_preprocessing(clothes, 
                             "--out-dir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert "trained on mnist" in err and "T01_mnist_nn/predict.py" in err
-    assert np.allclose(predictions[0].model_input, t01.preprocess(images.open_image(tmp_path / "one.png")))
+    assert np.allclose(predictions[0].model_input, images.preprocess_digit(images.open_image(tmp_path / "one.png")))
     assert LINE.match(out.strip())["best"] in t02.DIGITS
 
 
@@ -260,11 +265,13 @@ def test_weights_of_another_lesson_or_model_give_one_line_and_exit_2(tmp_path, c
 
     photo = tmp_path / "photo.png"
     Image.new("RGB", (64, 48), "white").save(photo)
-    torch.save({"model_class": "LeNet", "model_state_dict": LeNet().state_dict(), "args": {}}, tmp_path / "lenet.pt")
-    torch.save({"model_class": "SimpleNN", "model_state_dict": {}, "args": {}}, tmp_path / "simple.pt")
+    torch.save({"script": "cifar10_lenet", "model_class": "LeNet", "model_state_dict": LeNet().state_dict(),
+                "args": {}}, tmp_path / "lenet.pt")
+    torch.save({"script": "mnist_nn", "model_class": "SimpleNN", "model_state_dict": {}, "args": {}},
+               tmp_path / "simple.pt")
     torch.save(SimpleNN().state_dict(), tmp_path / "mnist_simple_nn.pt")
     (tmp_path / "photo.pt").write_bytes(photo.read_bytes())
-    cases = {"lenet.pt": "T03_cifar10_lenet/predict.py", "simple.pt": "T01_mnist_nn/predict.py",
+    cases = {"lenet.pt": "use the predict.py beside cifar10_lenet.py", "simple.pt": "beside mnist_nn.py",
              "mnist_simple_nn.pt": "none of T02's models (mlp, mlp-deep, cnn)",
              "photo.pt": "not a readable PyTorch checkpoint", "none.pt": "does not exist"}
     for name, words in cases.items():
@@ -275,12 +282,13 @@ def test_weights_of_another_lesson_or_model_give_one_line_and_exit_2(tmp_path, c
 
 def test_finds_the_newest_model_that_fashion_mnist_py_saved(tmp_path, monkeypatch, capsys, clothes, one_thread):
     monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)  # runs/ is then tmp_path/runs
+    monkeypatch.setattr(run, "REPO_ROOT", tmp_path)  # (common/run.py makes the new folders)
     photo = str(photograph(clothes[1][2], 0, tmp_path, "photo"))
     code, out, err = run_main(t02, [photo, "--no-accel"], capsys)
     assert code == 2 and len(err) == 1 and "fashion_mnist.py --save-model" in err[0], err
     data_root = tmp_path / "data"
-    synthetic.write_mnist(data_root, "FashionMNIST", train_size=300, test_size=100)  # the real file format
-    run_dir = tmp_path / "runs" / "fashion-mnist_mlp-20250101-120000"
+    stand_in_data.write_mnist(data_root, "FashionMNIST", train_size=300, test_size=100)  # the real file format
+    run_dir = tmp_path / "runs" / "fashion_mnist-20250101-120000"
     fashion_mnist.main(["--data-dir", str(data_root), "--out-dir", str(run_dir), "--epochs", "1", "--no-accel",
                         "--save-model"])
     capsys.readouterr()
@@ -290,6 +298,9 @@ def test_finds_the_newest_model_that_fashion_mnist_py_saved(tmp_path, monkeypatc
     assert len(list((tmp_path / "runs").glob("predict-*/predictions.png"))) == 2  # one new folder per run
     code, out_checkpoint, _ = run_main(t02, [photo, "--model", str(run_dir / "checkpoint.pt"), "--no-accel"], capsys)
     assert code == 0 and out_checkpoint == out  # the full checkpoint holds the same weights
+    (run_dir / "fashion_mnist_mlp.pt").unlink()  # a run without --save-model: its checkpoint is found
+    code, out_found, err = run_main(t02, [photo, "--no-accel"], capsys)
+    assert code == 0 and out_found == out and err[0].startswith(f"Model: {run_dir / 'checkpoint.pt'}"), err
 
 
 def test_the_script_itself_prints_no_traceback(weights, tmp_path, clothes):
