@@ -129,7 +129,7 @@ def cuda_fix_command(torch_cuda: str | None, driver_cuda: str | None) -> str | N
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="Print the versions, devices and CUDA setup the lessons will use.")
-    parser.add_common_flags()  # the lessons' flags, so it reports the device they pick with the same ones
+    parser.add_device_flags()  # the lessons' device flags, so it reports the device they pick with the same ones
     return parser.parse_args(argv)
 
 

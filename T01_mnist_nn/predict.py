@@ -78,7 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: the newest one under runs/)")
     parser.add_argument("--no-preprocess", action="store_true",
                         help="only grayscale and resize to 28x28, to see how much the preprocessing matters")
-    parser.add_common_flags()  # --out-dir (for predictions.png), --show and the device flags are the ones used here
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="folder for predictions.png (default: a new folder runs/predict-<date>-<time>)")
+    parser.add_argument("--show", action="store_true", help="also open the picture in a window")
+    parser.add_device_flags()  # --device, --no-cuda, --no-mps, --no-accel
     return parser.parse_args(argv)
 
 

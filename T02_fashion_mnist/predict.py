@@ -164,7 +164,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"checkpoint.pt holds, else the posts' {POSTS_MEAN})")
     parser.add_argument("--std", type=cli.positive_float, default=None, metavar="S",
                         help=f"the Normalize std the model was trained with (default: as --mean, else {POSTS_STD})")
-    parser.add_common_flags()  # --out-dir (for predictions.png), --show and the device flags are the ones used here
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="folder for predictions.png (default: a new folder runs/predict-<date>-<time>)")
+    parser.add_argument("--show", action="store_true", help="also open the picture in a window")
+    parser.add_device_flags()  # --device, --no-cuda, --no-mps, --no-accel
     return parser.parse_args(argv)
 
 

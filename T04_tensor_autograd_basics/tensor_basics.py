@@ -296,10 +296,7 @@ def devices(device: torch.device) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="T04: tensors, step by step, with every claim checked.")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best one there is)")
-    parser.add_argument("--no-cuda", action="store_true", help="do not use CUDA even if it is available")
-    parser.add_argument("--no-mps", action="store_true", help="do not use Apple's MPS even if it is available")
-    parser.add_argument("--no-accel", action="store_true", help="use the CPU only (same as --no-cuda --no-mps)")
+    parser.add_device_flags()  # --device, --no-cuda, --no-mps, --no-accel (common/cli.py)
     return parser.parse_args(argv)
 
 

@@ -39,16 +39,21 @@ class ArgumentParser(argparse.ArgumentParser):
         if is_rank_zero():  # under torchrun every process parses the same flags: one --help is enough
             super()._print_message(message, file)
 
-    def add_common_flags(self) -> None:
-        """Add the flags every training script shares: seed, device, data and run folders, resume, figures."""
-        group = self.add_argument_group("common flags (common/cli.py)")
-        group.add_argument("--seed", type=_seed, default=1, help="random seed (default: 1)")
-        group.add_argument("--deterministic", action="store_true",
-                           help="use deterministic algorithms only (slower on a GPU, the same numbers every run)")
+    def add_device_flags(self) -> None:
+        """Add --device, --no-cuda, --no-mps and --no-accel (read by common.device.select_device)."""
+        group = self.add_argument_group("device (common/cli.py)")
         group.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best one there is)")
         group.add_argument("--no-cuda", action="store_true", help="do not use CUDA even if it is available")
         group.add_argument("--no-mps", action="store_true", help="do not use Apple's MPS even if it is available")
         group.add_argument("--no-accel", action="store_true", help="use the CPU only (same as --no-cuda --no-mps)")
+
+    def add_common_flags(self) -> None:
+        """Add the flags every training script shares: the device's, seed, data and run folders, resume, figures."""
+        self.add_device_flags()
+        group = self.add_argument_group("common flags (common/cli.py)")
+        group.add_argument("--seed", type=_seed, default=1, help="random seed (default: 1)")
+        group.add_argument("--deterministic", action="store_true",
+                           help="use deterministic algorithms only (slower on a GPU, the same numbers every run)")
         group.add_argument("--data-dir", type=Path, default=None,
                            help="dataset folder (default: $PYTORCH_TUTORIAL_DATA_DIR or <repo>/data)")
         group.add_argument("--out-dir", type=_folder, default=None,
