@@ -1,44 +1,53 @@
 """T05: ddp_fashion_mnist.py on one process, under torchrun (2 processes, gloo on the CPU), and as 2 "nodes".
 
 Every launch is a subprocess with a timeout, on a small FashionMNIST-format dataset; the network
-is 127.0.0.1 only. The test set has an odd size (301): DistributedSampler's padding would show.
+is 127.0.0.1 only. Both sets have odd sizes (511 training, 301 test images): with 2 processes,
+an image dealt twice (DistributedSampler's padding) would show in the counts.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
+import stand_in_data
 import torch
 import torch.distributed as dist
+from lesson_tools import (
+    RecordingSGD,
+    count_single_image_reads,
+    expected_gradients,
+    extract_definitions,
+    record_modes,
+    run_copied_code,
+)
+from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from common import cli, synthetic
-from common.checkpoint import load_weights
-from common.lifecycle import TrainingRun
-from T02_fashion_mnist import fashion_mnist as t02
+from common import cli
 from T05_ddp_torchrun import ddp_fashion_mnist as ddp
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "T05_ddp_torchrun" / "ddp_fashion_mnist.py"
-TRAIN_SIZE, TEST_SIZE = 512, 301
+TRAIN_SIZE, TEST_SIZE = 511, 301
 FLAGS = ["--batch-size", "32", "--test-batch-size", "64", "--log-interval", "8", "--no-accel", "--timeout", "60"]
 TORCHRUN_ENV_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
                       "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+TIMING_KEYS = {"seconds", "train_images_per_second"}
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("t05-data")
-    synthetic.write_mnist(root, "FashionMNIST", train_size=TRAIN_SIZE, test_size=TEST_SIZE)
+    stand_in_data.write_mnist(root, "FashionMNIST", train_size=TRAIN_SIZE, test_size=TEST_SIZE)
     return root
 
 
@@ -75,6 +84,16 @@ def run_single(data_root: Path, out_dir: Path, *flags: str) -> list[dict]:
     return ddp.main(["--data-dir", str(data_root), "--out-dir", str(out_dir), *FLAGS, *flags])
 
 
+def user_error(argv: list[str], capsys) -> str:
+    """The one line cli.run_main prints for main(argv), which must exit with code 2."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main(lambda: ddp.main(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
 def weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["model_state_dict"]
 
@@ -84,45 +103,103 @@ def max_difference(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
 # --- One process, no torchrun -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def single_run(data_root, tmp_path_factory, single_thread) -> tuple[Path, list[dict]]:
+def single_run(data_root, tmp_path_factory, single_thread) -> dict:
+    """A 2-epoch run in this process, watching the sampler's epochs, the datasets made and single-image reads."""
     out_dir = tmp_path_factory.mktemp("single") / "run"
-    return out_dir, run_single(data_root, out_dir, "--epochs", "2")
+    seen = {"epochs": [], "datasets": {}, "reads_while_training": []}
+    real_iter, real_loader, real_train = DistributedSampler.__iter__, ddp.DataLoader, ddp.train
+
+    def spy_iter(sampler):
+        seen["epochs"].append(sampler.epoch)  # the shuffle's seed is seed + epoch
+        return real_iter(sampler)
+
+    def keep(dataset, *args, **kwargs):
+        seen["datasets"].setdefault("train" if "sampler" in kwargs else "test", dataset)
+        return real_loader(dataset, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        reads = count_single_image_reads(patch)
+
+        def counting_train(*args, **kwargs):
+            before = len(reads)
+            result = real_train(*args, **kwargs)
+            seen["reads_while_training"] += reads[before:]
+            return result
+
+        patch.setattr(DistributedSampler, "__iter__", spy_iter)
+        patch.setattr(ddp, "DataLoader", keep)
+        patch.setattr(ddp, "train", counting_train)
+        history = run_single(data_root, out_dir, "--epochs", "2")
+    return {"out_dir": out_dir, "history": history, **seen}
 
 
 def test_one_process_without_torchrun(single_run):
-    out_dir, history = single_run
+    history = single_run["history"]
     assert not dist.is_initialized()  # no process group for a single process
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(row["processes"] == 1 and row["test_images"] == TEST_SIZE for row in history)
     assert all(row["train_images"] == TRAIN_SIZE for row in history)
-    assert history[-1]["test_accuracy"] > 0.8  # the synthetic classes are learnable
-    # The checkpoint is the plain model's: T02's ConvNet loads it as it stands.
-    load_weights(t02.ConvNet(), out_dir / "checkpoint.pt")
+    assert history[-1]["test_accuracy"] > 0.8  # the stand-in classes are learnable
+    ddp.ConvNet().load_state_dict(weights(single_run["out_dir"] / "checkpoint.pt"))  # the plain model's keys
+    assert single_run["epochs"] == [1, 2]  # set_epoch: without it [0, 0], the same order every epoch
+    assert single_run["reads_while_training"] == []  # whole batches only, while training
 
 
-def test_set_epoch_gives_each_epoch_its_own_shuffle(data_root, tmp_path, monkeypatch, single_thread):
-    seen_epochs: list[int] = []
-    real_iter = DistributedSampler.__iter__
+def test_data_equals_torchvisions_transform(single_run, data_root):
+    from torchvision import datasets, transforms
 
-    def spy(sampler):
-        seen_epochs.append(sampler.epoch)  # the shuffle's seed is seed + epoch
-        return real_iter(sampler)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    for part, train in (("train", True), ("test", False)):
+        reference = datasets.FashionMNIST(data_root, train=train, transform=transform)
+        images, labels = single_run["datasets"][part].tensors
+        assert len(images) == len(reference)  # one process: its test shard is the whole test set
+        for i in (0, 1, len(reference) - 1):
+            assert torch.equal(images[i], reference[i][0]) and labels[i] == reference[i][1]  # bit for bit
 
-    monkeypatch.setattr(DistributedSampler, "__iter__", spy)
-    run_single(data_root, tmp_path / "run", "--epochs", "2", "--model", "mlp")
-    assert seen_epochs == [1, 2]  # without set_epoch: [0, 0], the same order every epoch
+
+def test_resume_refuses_another_seed_and_continues_exactly(data_root, tmp_path, single_run, single_thread, capsys):
+    run_single(data_root, tmp_path / "run", "--epochs", "1")
+    checkpoint = str(tmp_path / "run" / "checkpoint.pt")
+    # --seed decides the sampler's shuffles (and the dropout masks): another one would not continue this run.
+    err = user_error(["--data-dir", str(data_root), *FLAGS, "--epochs", "2", "--resume", checkpoint, "--seed", "2",
+                      "--batch-size", "16"], capsys)
+    assert "--seed 1 (this run: 2)" in err and "--batch-size 32 (this run: 16)" in err
+    history = ddp.main(["--data-dir", str(data_root), *FLAGS, "--epochs", "2", "--resume", checkpoint])
+    assert max_difference(weights(tmp_path / "run" / "checkpoint.pt"), weights(single_run["out_dir"] /
+                                                                                "checkpoint.pt")) == 0
+    assert without_timing(history) == without_timing(single_run["history"])
 
 
-def test_resume_continues_exactly(data_root, tmp_path, single_run, single_thread):
-    out_dir = tmp_path / "run"
-    run_single(data_root, out_dir, "--epochs", "1")
-    history = run_single(data_root, tmp_path / "ignored", "--epochs", "2", "--resume", str(out_dir / "checkpoint.pt"),
-                         "--out-dir", str(out_dir))
-    assert max_difference(weights(out_dir / "checkpoint.pt"), weights(single_run[0] / "checkpoint.pt")) == 0
-    assert history[-1]["test_accuracy"] == single_run[1][-1]["test_accuracy"]
+def test_diverging_run_stops_with_one_line_and_leaves_nothing(data_root, tmp_path, capsys):
+    err = user_error(["--data-dir", str(data_root), "--out-dir", str(tmp_path / "run"), *FLAGS, "--lr", "3e38",
+                      "--save-model"], capsys)
+    assert "training diverged in epoch 1" in err and "smaller --lr" in err
+    assert not (tmp_path / "run").exists()  # no NaN weights, no checkpoint, no half-made folder
+
+
+def test_offline_without_data_one_line(tmp_path, capsys):
+    err = user_error(["--data-dir", str(tmp_path / "empty"), "--out-dir", str(tmp_path / "run"), "--no-accel"], capsys)
+    assert "FashionMNIST is not in" in err and "download failed" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--momentum", "1"], "--momentum: must be from 0 to just under 1, got 1.0"),
+    (["--momentum", "nan"], "--momentum: must be from 0 to just under 1, got nan"),
+    (["--batch-size", "0"], "--batch-size: must be from 1"),
+])
+def test_bad_flags_one_line_exit_2(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ddp.main(["--no-accel", *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
 
 
 # --- Clear, fast failures: checked from the flags and torchrun's variables alone ---------------
@@ -134,24 +211,27 @@ def pretend_torchrun(monkeypatch, world_size: int = 2, local_world_size: int = 2
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--batch-size", "33"], "does not divide by 2"),
+    (["--batch-size", "33"], "is the global batch, split evenly over 2 processes: use a multiple of 2, e.g. 32"),
     (["--batch-size", "2"], "batch norm cannot train on one image"),
     (["--backend", "nccl"], "--backend nccl needs CUDA GPUs"),
     (["--sync-bn"], "SyncBatchNorm runs on GPUs only"),
 ])
-def test_bad_set_ups_fail_before_joining_the_group(monkeypatch, tmp_path, flags, message):
+def test_bad_set_ups_fail_before_joining_the_group(monkeypatch, tmp_path, capsys, flags, message):
     pretend_torchrun(monkeypatch)
-    with pytest.raises(cli.UserError, match=re.escape(message)):
+    with pytest.raises(SystemExit) as exit_info:
         ddp.main(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run"), "--no-accel", *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
     assert not dist.is_initialized() and not (tmp_path / "run").exists()
 
 
-def test_more_processes_than_gpus(monkeypatch, tmp_path):
+def test_more_processes_than_gpus(monkeypatch, tmp_path, capsys):
     pretend_torchrun(monkeypatch, world_size=4, local_world_size=4)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(cli.UserError, match="4 processes on this machine but only 2 GPU"):
+    with pytest.raises(SystemExit):
         ddp.main(["--data-dir", str(tmp_path)])
+    assert "4 processes on this machine but only 2 GPU(s)" in capsys.readouterr().err
     assert not dist.is_initialized()
 
 
@@ -161,77 +241,136 @@ def test_a_failure_under_torchrun_is_one_line_and_quick(data_root, tmp_path):
                       "--out-dir", str(tmp_path / "run"), "--no-accel", "--batch-size", "33", timeout=90)
     assert result.returncode != 0
     assert time.monotonic() - started < 60
-    ours = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
-    assert len(ours) == 1 and "does not divide by 2" in ours[0]  # rank 0 only, not rank 1 as well
+    ours = [line for line in (result.stdout + result.stderr).splitlines() if "ddp_fashion_mnist.py: error:" in line]
+    assert len(ours) == 1 and "split evenly over 2 processes" in ours[0]  # rank 0 only, not rank 1 as well
     assert not (tmp_path / "run").exists()
 
 
-# --- Evaluation: each test image counted once -------------------------------------------------
+# --- The lesson's train() and test() --------------------------------------------------------
 
-@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
-def test_shards_cover_the_test_set_once(world_size):
-    dataset = list(range(TEST_SIZE))
-    shards = [list(ddp.shard(dataset, ddp.Processes(rank, rank, world_size, torch.device("cpu"))))
-              for rank in range(world_size)]
-    assert sorted(sum(shards, [])) == dataset  # every image, none twice
-    # What DistributedSampler would have given: padding repeats images to even the shards out.
-    padded = sum(len(DistributedSampler(dataset, world_size, rank, shuffle=False)) for rank in range(world_size))
-    assert padded == -(-TEST_SIZE // world_size) * world_size
+def small_loader(count: int = 96, batch_size: int = 32) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    images, targets = torch.randn(count, 1, 28, 28, generator=generator), torch.randint(0, 10, (count,))
+    return DataLoader(TensorDataset(images, targets), batch_size=batch_size)
 
 
-# --- The core idea: DDP's averaged gradient is the whole batch's gradient ---------------------
+def test_train_takes_each_batchs_gradient_in_training_mode_and_test_evaluates(one_thread, capsys):
+    """Catches a missing zero_grad(), a wrong mode, and a test loss that is not the mean over every image."""
+    torch.manual_seed(0)
+    model, loader = ddp.ConvNet(dropout=0.0), small_loader()  # no dropout: the gradients can be recomputed
+    modes, optimizer = record_modes(model), RecordingSGD(model.parameters())
+    model.eval()  # left in the wrong mode on purpose: train() must switch
+    metrics = ddp.train(model, torch.device("cpu"), loader, optimizer, loss_fn=torch.nn.CrossEntropyLoss())
+    assert modes == [True] * 3 and metrics["train_images"] == 96
+    expected = expected_gradients(model, torch.nn.functional.cross_entropy, loader)
+    assert len(optimizer.gradients) == len(expected) == 3
+    for got, want in zip(optimizer.gradients, expected):
+        assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+    modes.clear()
+    loader = small_loader(count=90, batch_size=40)  # batches of 40, 40 and 10
+    metrics = ddp.test(model, torch.device("cpu"), loader, loss_fn=torch.nn.CrossEntropyLoss())
+    assert modes == [False] * 3
+    images, targets = loader.dataset.tensors
+    with torch.no_grad():
+        output = model.eval()(images)
+    assert metrics["test_loss"] == pytest.approx(torch.nn.functional.cross_entropy(output, targets).item(), rel=1e-5)
+    assert metrics["test_correct"] == (output.argmax(1) == targets).sum().item() and metrics["test_images"] == 90
 
-def one_step_worker(rank: int, world_size: int, port: int, images: torch.Tensor, targets: torch.Tensor,
-                    out_dir: str, data_root: str) -> None:
-    """One process of the one-step test: this rank's half of the batch, one SGD step through the script's DDP.
 
-    Then, as two "machines" of which the second has no data: both must stop, rank 0 saying why.
+def test_model_train_and_test_copy_out_alone(tmp_path):
+    code = extract_definitions(SCRIPT, ["conv_block", "ConvNet", "train", "test"]) + textwrap.dedent("""
+        torch.manual_seed(0)
+        images = torch.randn(256, 1, 28, 28)
+        targets = (images.mean(dim=(1, 2, 3)) > 0).long()  # a rule the network can learn
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=32,
+                                             shuffle=True)
+        model = ConvNet()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        losses = [train(model, torch.device("cpu"), loader, optimizer, loss_fn=nn.CrossEntropyLoss(), epoch=epoch,
+                        epochs=3, log_interval=8)["train_loss"] for epoch in (1, 2, 3)]
+        assert losses[2] < losses[0] / 2, losses
+        metrics = test(model, torch.device("cpu"), loader, loss_fn=nn.CrossEntropyLoss())
+        assert metrics["test_images"] == 256 and 0 <= metrics["test_accuracy"] <= 1, metrics
+        print("copied code OK")
+    """)
+    result = run_copied_code(code, tmp_path)
+    assert "copied code OK" in result.stdout and "Epoch [3/3], Step [8/8]" in result.stdout, result.stderr
+
+
+# --- 2 processes in this test: the DDP step, and every way out leaves the process group ---------
+
+def two_process_worker(rank: int, ports: list[int], images: torch.Tensor, targets: torch.Tensor, out_dir: str,
+                       data_root: str) -> None:
+    """One of two processes, each its own "machine" (local rank 0). Writes what it saw to rank<k>.json.
+
+    1. This rank's half of a batch, one SGD step through DDP and the script's train(): the step of the whole batch.
+    2. main() diverging, main() without data on the second machine, main() hit by Ctrl-C: each stops both
+       processes and leaves the process group.
     """
     def refuse(*args, **kwargs):
         raise OSError("network disabled in tests")
 
     socket.create_connection = socket.getaddrinfo = refuse  # no download from this test, ever (gloo is C++)
-    os.environ |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-                   "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    os.environ |= {"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1",
+                   "MASTER_ADDR": "127.0.0.1"}
     torch.set_num_threads(1)
-    processes = ddp.start_processes(ddp.parse_args(["--no-accel", "--timeout", "30"]))
+    said: dict = {}
+    os.environ["MASTER_PORT"] = str(ports[0])
+    args = ddp.parse_args(["--no-accel", "--timeout", "30"])
+    _, world_size, device = ddp.join_process_group(args)
     torch.manual_seed(0)
-    model = t02.build_model("mlp", processes.device)
-    optimizer = t02.build_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.9)
-    ddp_model = ddp.wrap_model(model, processes)
-    share = len(images) // world_size
-    mine = slice(rank * share, (rank + 1) * share)
-    optimizer.zero_grad()
-    torch.nn.functional.cross_entropy(ddp_model(images[mine]), targets[mine]).backward()  # DDP averages here
-    optimizer.step()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    half = len(images) // world_size
+    mine = slice(rank * half, (rank + 1) * half)
+    loader = DataLoader(TensorDataset(images[mine], targets[mine]), batch_size=half)
+    said["train"] = ddp.train(torch.nn.parallel.DistributedDataParallel(model), device, loader, optimizer,
+                              loss_fn=torch.nn.CrossEntropyLoss())
     torch.save(model.state_dict(), Path(out_dir) / f"rank{rank}.pt")
-    # Each process its machine's local rank 0; the second machine's data folder is empty.
-    args = ddp.parse_args(["--no-accel", "--data-dir", data_root if rank == 0 else str(Path(out_dir) / "empty")])
-    try:
-        ddp.load_data_once_per_machine(dataclasses.replace(processes, local_rank=0), args)
-        outcome = "no error"
-    except cli.UserError as err:
-        outcome = str(err)
-    (Path(out_dir) / f"rank{rank}.txt").write_text(outcome, encoding="utf-8")
-    ddp.end_processes(processes)
+    dist.destroy_process_group()
+
+    flags = ["--no-accel", "--timeout", "30", "--batch-size", "32", "--log-interval", "100", "--epochs", "1"]
+    empty = str(Path(out_dir) / "empty")
+    cases = {"diverged": [*flags, "--data-dir", data_root, "--lr", "3e38"],
+             "no data": [*flags, "--data-dir", data_root if rank == 0 else empty],
+             "ctrl-c": [*flags, "--data-dir", data_root]}
+    real_step, steps = torch.optim.SGD.step, []
+
+    def step_then_interrupt(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    for number, (case, argv) in enumerate(cases.items(), start=1):
+        os.environ["MASTER_PORT"] = str(ports[number])
+        if case == "ctrl-c":  # both processes interrupted at their third step, as by a Ctrl-C in torchrun's terminal
+            torch.optim.SGD.step = step_then_interrupt
+        try:
+            ddp.main([*argv, "--out-dir", str(Path(out_dir) / case.replace(" ", "-"))])
+            outcome = "no error"
+        except (cli.UserError, KeyboardInterrupt) as err:
+            outcome = f"{type(err).__name__}: {err}"
+        said[case] = {"outcome": outcome, "group left": not dist.is_initialized(), "seed": torch.initial_seed()}
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(said), encoding="utf-8")
 
 
-def test_two_halves_on_two_processes_equal_one_whole_batch(tmp_path, data_root):
+def test_two_processes_take_the_whole_batchs_step_and_always_leave_the_group(tmp_path, data_root):
     generator = torch.Generator().manual_seed(1)
     images, targets = torch.randn(16, 1, 28, 28, generator=generator), torch.randint(0, 10, (16,), generator=generator)
     env = child_env()
     saved = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "GLOO_SOCKET_IFNAME")}
     os.environ.update({k: env[k] for k in saved if k in env})  # spawned processes inherit these
     try:
-        context = torch.multiprocessing.spawn(one_step_worker, args=(2, free_port(), images, targets, str(tmp_path),
-                                                                    str(data_root)),
+        context = torch.multiprocessing.spawn(two_process_worker, args=([free_port() for _ in range(4)], images,
+                                                                        targets, str(tmp_path), str(data_root)),
                                               nprocs=2, join=False)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 150
         while not context.join(timeout=1):
             if time.monotonic() > deadline:
                 for process in context.processes:
                     process.kill()
-                pytest.fail("the 2 processes did not finish within 90 s")
+                pytest.fail("the 2 processes did not finish within 150 s")
     finally:
         for name, value in saved.items():
             if value is None:
@@ -240,75 +379,45 @@ def test_two_halves_on_two_processes_equal_one_whole_batch(tmp_path, data_root):
                 os.environ[name] = value
     # One process, the whole batch, the same start.
     torch.manual_seed(0)
-    model = t02.build_model("mlp", torch.device("cpu"))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = t02.build_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.9)
-    torch.nn.functional.cross_entropy(model(images), targets).backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    whole_loss = torch.nn.functional.cross_entropy(model(images), targets)
+    whole_loss.backward()
     optimizer.step()
     whole = model.state_dict()
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert max_difference(rank0, rank1) == 0  # every process took the very same step
     assert max_difference(rank0, whole) < 1e-6  # ... the step of one process on the whole batch
     assert max_difference(before, whole) > 1e-3  # and the step did move the weights
-    # Data missing on the second "machine": both processes stopped; rank 0 names the rank and the problem.
-    said = [(tmp_path / f"rank{r}.txt").read_text(encoding="utf-8") for r in (0, 1)]
-    assert said[0].startswith("(rank 1) FashionMNIST is not in ") and "empty" in said[0]
-    assert said[1].startswith("FashionMNIST is not in ")
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
+    for rank in (0, 1):  # train() reports the whole batch on every process: the sums over both
+        assert said[rank]["train"]["train_images"] == 16
+        assert said[rank]["train"]["train_loss"] == pytest.approx(whole_loss.item(), rel=1e-5)
+    # Every way out stopped both processes and left the process group.
+    for case, words in (("diverged", "Diverged: training diverged in epoch 1"),
+                        ("no data", "UserError: FashionMNIST is not in "), ("ctrl-c", "KeyboardInterrupt")):
+        for rank in (0, 1):
+            assert said[rank][case]["outcome"].startswith(words) and said[rank][case]["group left"], (case, rank)
+    assert all("empty" in said[rank]["no data"]["outcome"] for rank in (0, 1))  # rank 1's error, on rank 0 too
+    # A seed per process (--seed + rank), so the two draw different dropout masks.
+    assert [said[rank]["diverged"]["seed"] for rank in (0, 1)] == [1, 2]
 
 
-# --- torchrun: 2 processes on one machine -------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def torchrun_run(data_root, tmp_path_factory, two_nodes) -> tuple[Path, subprocess.CompletedProcess]:
-    # Asks for two_nodes first, so the "two nodes" train while this run does (it waits mostly on imports).
-    runs = tmp_path_factory.mktemp("torchrun-runs")
-    result = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
-                      "--out-dir", str(runs / "run"), "--epochs", "2", *FLAGS)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return runs, result
-
-
-def test_torchrun_two_processes_write_one_run_folder(torchrun_run):
-    runs, result = torchrun_run
-    assert [p.name for p in runs.iterdir()] == ["run"]
-    folder = runs / "run"
-    assert {"checkpoint.pt", "metrics.json", "metrics.csv", "train.log", "curves.png"} <= {p.name for p in
-                                                                                          folder.iterdir()}
-    # Rank 0 alone printed: each line once, the accuracy once per epoch.
-    out = result.stdout
-    assert out.count("Using device:") == 1 and out.count("Run folder:") == 1
-    assert len(re.findall(r"^Test Accuracy: [\d.]+%$", out, re.M)) == 2
-    assert "2 process(es), backend gloo; global batch 32 = 2 x 16 images per process" in out
-    log = (folder / "train.log").read_text(encoding="utf-8")
-    assert log.count("Test Accuracy:") == 2
-    assert "Traceback" not in result.stderr
-
-
-def test_torchrun_counts_every_test_image_once(torchrun_run):
-    history = json.loads((torchrun_run[0] / "run" / "metrics.json").read_text(encoding="utf-8"))
-    assert [row["test_images"] for row in history] == [TEST_SIZE, TEST_SIZE]  # not 302: no padding duplicates
-    assert [row["train_images"] for row in history] == [TRAIN_SIZE, TRAIN_SIZE]
-    assert all(row["processes"] == 2 for row in history)
-
-
-def test_torchrun_accuracy_is_close_to_one_process(torchrun_run, single_run):
-    history = json.loads((torchrun_run[0] / "run" / "metrics.json").read_text(encoding="utf-8"))
-    # Not identical: batch norm normalises each process's 16 images rather than all 32. Within noise.
-    assert abs(history[-1]["test_accuracy"] - single_run[1][-1]["test_accuracy"]) < 0.05
-    load_weights(t02.ConvNet(), torchrun_run[0] / "run" / "checkpoint.pt")  # no "module." prefixes
-
-
-# --- Two "nodes" on localhost: the multi-machine command, simulated ------------------------------
+# --- torchrun: 2 processes on one machine, then resumed; 2 "nodes" on localhost ----------------
 
 @pytest.fixture(scope="module")
 def two_nodes(data_root, tmp_path_factory):
-    """Two torchrun launchers, one per "node", meeting at a c10d rendezvous on 127.0.0.1: started, not awaited."""
+    """Two torchrun launchers, one per "node", meeting at a c10d rendezvous on 127.0.0.1: started, not awaited.
+
+    2 epochs straight; the other runs here train 1 epoch, then resume for the second.
+    """
     out_dir = tmp_path_factory.mktemp("two-nodes") / "run"
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
                                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--nproc-per-node", "1",
-                               str(SCRIPT), "--data-dir", str(data_root), "--out-dir", str(out_dir),
-                               "--model", "mlp", "--epochs", "1", *FLAGS],
+                               str(SCRIPT), "--data-dir", str(data_root), "--out-dir", str(out_dir), "--epochs", "2",
+                               *FLAGS],
                               cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in (0, 1)]
     yield out_dir, nodes
@@ -316,59 +425,56 @@ def two_nodes(data_root, tmp_path_factory):
         node.kill()
 
 
-def test_two_nodes_on_localhost_train_what_one_process_trains(two_nodes, data_root, tmp_path, single_thread):
-    # The MLP has no batch norm, so 2 processes with 16 images each take exactly the steps one
-    # process takes with 32: the DistributedSampler deals the same 32 images to the pair.
+@pytest.fixture(scope="module")
+def torchrun_run(data_root, tmp_path_factory, two_nodes) -> dict:
+    """torchrun, 2 processes: epoch 1, then --resume for epoch 2 (asks for two_nodes first: they train meanwhile)."""
+    runs = tmp_path_factory.mktemp("torchrun-runs")
+    first = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
+                     "--out-dir", str(runs / "run"), "--epochs", "1", *FLAGS)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    files = sorted(p.name for p in (runs / "run").iterdir())
+    resumed = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
+                       "--resume", str(runs / "run" / "checkpoint.pt"), "--epochs", "2", *FLAGS)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return {"runs": runs, "first": first, "files after epoch 1": files, "resumed": resumed}
+
+
+def test_torchrun_two_processes_write_one_run_folder(torchrun_run):
+    runs, first = torchrun_run["runs"], torchrun_run["first"]
+    assert [p.name for p in runs.iterdir()] == ["run"]
+    assert {"checkpoint.pt", "metrics.json", "metrics.csv", "train.log", "curves.png"} <= set(
+        torchrun_run["files after epoch 1"])
+    # Rank 0 alone printed: each line once.
+    assert first.stdout.count("Using device:") == 1 and first.stdout.count("Run folder:") == 1
+    assert len(re.findall(r"^Test Accuracy: [\d.]+%$", first.stdout, re.M)) == 1
+    assert "2 process(es); global batch 32 = 2 x 16" in first.stdout
+    assert "Traceback" not in first.stderr + torchrun_run["resumed"].stderr
+    assert "Resuming from" in torchrun_run["resumed"].stdout
+
+
+def test_torchrun_counts_every_image_once(torchrun_run):
+    history = json.loads((torchrun_run["runs"] / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert [row["test_images"] for row in history] == [TEST_SIZE, TEST_SIZE]  # not 302: no test image twice
+    # 511 over 2 processes: 255 each, and 1 image waits for the next epoch's shuffle. Padding the shares
+    # instead would deal 1 image twice (and count 512).
+    assert [row["train_images"] for row in history] == [TRAIN_SIZE - 1, TRAIN_SIZE - 1]
+    assert all(row["processes"] == 2 for row in history)
+
+
+def test_torchrun_accuracy_is_close_to_one_process(torchrun_run, single_run):
+    history = json.loads((torchrun_run["runs"] / "run" / "metrics.json").read_text(encoding="utf-8"))
+    # Not identical: batch norm normalises each process's 16 images rather than all 32. Within noise.
+    assert abs(history[-1]["test_accuracy"] - single_run["history"][-1]["test_accuracy"]) < 0.05
+
+
+def test_two_nodes_and_a_resumed_run_train_the_same_weights(two_nodes, torchrun_run):
+    """Two "machines" with one process each, 2 epochs straight, give bit for bit what 2 processes on one
+    machine give in epoch 1 and, resumed, epoch 2: each rank resumes with its own random states."""
     out_dir, nodes = two_nodes
-    expected = tmp_path / "single"
-    run_single(data_root, expected, "--model", "mlp", "--epochs", "1")
     outputs = [node.communicate(timeout=150) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], [out[1][-2000:] for out in outputs]
     assert sum(out[0].count("Run folder:") for out in outputs) == 1  # rank 0 (on either node) only
-    assert max_difference(weights(out_dir / "checkpoint.pt"), weights(expected / "checkpoint.pt")) < 1e-5
-
-
-# --- The lifecycle on ranks other than 0 ---------------------------------------------------------
-
-def test_other_ranks_are_quiet_write_nothing_and_resume(tmp_path, capsys):
-    import argparse
-
-    def make(out_dir, resume=None, main=True):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(3, 2)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        args = argparse.Namespace(out_dir=out_dir, epochs=2, resume=resume, dry_run=False, show=False, lr=0.1,
-                                  command_line=[])
-        return model, optimizer, TrainingRun("t05.py", args, model, optimizer, must_match=("lr",),
-                                             is_main_process=main)
-
-    def one_epoch(model, optimizer, run):
-        optimizer.zero_grad()
-        model(torch.ones(4, 3)).sum().backward()
-        optimizer.step()
-        run.end_epoch({"train_loss": 1.0}, {"test_loss": 1.0})
-
-    model, optimizer, run = make(tmp_path / "quiet", main=False)
-    with run:
-        print("this line is not shown")
-        for _ in run.epochs():
-            one_epoch(model, optimizer, run)
-        run.save_curves("x")
-        run.save_weights("w.pt")
-    assert capsys.readouterr().out == "" and not (tmp_path / "quiet").exists()
-    assert [row["epoch"] for row in run.history] == [1, 2]
-    # Resuming: rank 0 writes a checkpoint after epoch 1; another rank reads it and goes on from there.
-    model, optimizer, run = make(tmp_path / "main")
-    run.args.epochs = 1
-    with run:
-        for _ in run.epochs():
-            one_epoch(model, optimizer, run)
-    capsys.readouterr()
-    other, other_optimizer, run = make(None, resume=tmp_path / "main" / "checkpoint.pt", main=False)
-    with run:
-        assert run.start_epoch == 2 and len(run.history) == 1
-        assert torch.equal(other.weight, model.weight)
-        assert other_optimizer.state_dict()["state"]  # the momentum buffers came too
-    assert capsys.readouterr().out == ""
-    assert sorted(p.name for p in (tmp_path / "main").iterdir()) == ["checkpoint.pt", "metrics.csv", "metrics.json",
-                                                                      "train.log"]
+    resumed = torchrun_run["runs"] / "run"
+    assert max_difference(weights(out_dir / "checkpoint.pt"), weights(resumed / "checkpoint.pt")) == 0
+    history = [json.loads((folder / "metrics.json").read_text(encoding="utf-8")) for folder in (out_dir, resumed)]
+    assert without_timing(history[0]) == without_timing(history[1])
