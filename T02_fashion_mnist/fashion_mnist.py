@@ -4,20 +4,21 @@ The second group of posts takes the model from PyTorch's official "Build the Neu
 Network" tutorial (flatten, then 784-512-512-10 with ReLU), trains it on MNIST digits,
 then, unchanged, on FashionMNIST clothes, where it does clearly worse. A deeper MLP does
 not close the gap; a small CNN with batch norm and dropout does. Then the posts look at
-the predictions, the confusion matrix, checkpoints and hyper-parameters.
+the predictions, the confusion matrix, checkpoints, early stopping and hyper-parameters.
 
     python T02_fashion_mnist/fashion_mnist.py                        # the MLP on FashionMNIST, 5 epochs
     python T02_fashion_mnist/fashion_mnist.py --dataset mnist        # the same MLP on MNIST digits
     python T02_fashion_mnist/fashion_mnist.py --model mlp-deep       # a deeper MLP
     python T02_fashion_mnist/fashion_mnist.py --model cnn            # the CNN
-    python T02_fashion_mnist/fashion_mnist.py --model cnn --resume runs/<folder>/checkpoint.pt --epochs 8
+    python T02_fashion_mnist/fashion_mnist.py --model cnn --epochs 8 --resume runs/<folder>/checkpoint.pt
     python T02_fashion_mnist/fashion_mnist.py --val-size 5000 --patience 3 --epochs 30   # early stopping
     python T02_fashion_mnist/fashion_mnist.py --help                 # every flag
 
 Each run writes train.log, checkpoint.pt (after every epoch), metrics.json/.csv, curves.png,
 predictions.png and confusion_matrix.png to its run folder, and best_model.pt with --val-size.
-compare_hyperparameters.py reuses this file's models, train(), evaluate() and test() for the
-posts' hyper-parameter study.
+The Normalize mean and std the run used are saved with its flags (checkpoint.pt's "args":
+"mean", "std"), so predict.py can prepare a photo the same way.
+compare_hyperparameters.py runs this script once per configuration of the posts' study.
 """
 
 from __future__ import annotations
@@ -25,22 +26,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn, optim
 from torch.optim.lr_scheduler import StepLR
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
-from torchvision import transforms
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 try:
-    from common import cli, data, plots
-    from common.checkpoint import load_weights
-    from common.device import add_device_arguments, device_from_args
-    from common.lifecycle import TrainingRun
-    from common.seed import seed_everything
+    from common import cli, data
+    from common.device import seed_everything, select_device
+    from common.run import TrainingRun
 except ModuleNotFoundError as err:
     if not (err.name or "").startswith("common"):
         raise
@@ -50,6 +48,7 @@ except ModuleNotFoundError as err:
 # The posts normalise with mean 0.5 and std 0.5: pixels 0..1 become -1..1. Close enough to
 # work, though not the data's real statistics (--measured-stats measures those instead).
 POSTS_MEAN, POSTS_STD = 0.5, 0.5
+TRAINING_IMAGES = 60_000  # MNIST and FashionMNIST alike
 
 
 # --- The three models -------------------------------------------------------------------------
@@ -94,8 +93,8 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """3x3 convolution, batch norm, ReLU, then a 2x2 max-pool that halves the height and width."""
     return nn.Sequential(
         # padding=1 keeps the size (28 -> 28). bias=False because the batch norm right after
-        # subtracts the mean anyway, which would cancel any bias. (The posts keep the bias: their
-        # CNN has 32 + 64 + 128 = 224 more weights, 953,290 instead of 953,066, that learn nothing.)
+        # subtracts the mean anyway, which would cancel any bias. (The posts' ConvNeuralNetwork keeps
+        # the bias: 32 + 64 + 128 = 224 more weights, 953,290 instead of 953,066, that learn nothing.)
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(),
@@ -121,148 +120,29 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-# The names the posts give the two models: the same classes under the posts' names.
-NeuralNetwork_v1 = NeuralNetwork  # the posts' name for the tutorial's MLP
-ConvNeuralNetwork = ConvNet  # the posts' name for the CNN (953,066 weights here, 953,290 there: see conv_block)
-
 MODELS = {"mlp": NeuralNetwork, "mlp-deep": NeuralNetworkDeep, "cnn": ConvNet}
 
 
 def build_model(name: str, device: torch.device) -> nn.Module:
-    """Create the model called `name` ("mlp", "mlp-deep" or "cnn") on `device`."""
+    """The model called `name` ("mlp", "mlp-deep" or "cnn"), on `device`."""
     model = MODELS[name]().to(device)
     if device.type == "cpu":
         # PyTorch's CPU convolutions (oneDNN) are fastest with the "channels last" memory layout
-        # (N, H, W, C): the CNN trains about 1.5x faster here. Only the order of the numbers in
-        # memory changes, not the results. (It affects 4-D weights only: the MLPs are unchanged.)
+        # (N, H, W, C): the CNN trains about 1.5x faster. Only the order of the numbers in memory
+        # changes, not the results. (It affects 4-D weights only: the MLPs are unchanged.)
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable numbers (weights and biases) in `model`."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-# --- Data -------------------------------------------------------------------------------------
-
-@dataclass
-class LoadedData:
-    """The training and test sets, their class names and the Normalize values they were built with.
-
-    `val_set` holds the validation images once hold_out_validation() has taken them out of `train_set`.
-    """
-
-    train_set: Dataset
-    test_set: Dataset
-    classes: list[str]
-    mean: float
-    std: float
-    val_set: Dataset | None = None
-
-
-def load_data(name: str, data_dir: Path | None, measured_stats: bool = False,
-              classic_pipeline: bool = False) -> LoadedData:
-    """Load FashionMNIST or MNIST, normalised with the posts' 0.5/0.5 or the measured statistics."""
-    mean, std = POSTS_MEAN, POSTS_STD
-    if measured_stats:
-        # The mean and std of every training pixel, as T01_mnist_nn/get_mnist_statistics.py prints them.
-        plain = data.load_dataset(name, data_dir, train=True, transform=transforms.ToTensor())
-        measured_mean, measured_std = data.channel_statistics(data.to_tensor_dataset(plain))
-        mean, std = round(measured_mean.item(), 4), round(measured_std.item(), 4)
-    # ToTensor turns pixels 0..255 into 0..1; Normalize then computes (x - mean) / std.
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
-    train_set = data.load_dataset(name, data_dir, train=True, transform=transform)
-    test_set = data.load_dataset(name, data_dir, train=False, transform=transform)
-    classes = list(train_set.classes)  # e.g. "T-shirt/top", "Trouser", ...; read before converting
-    if not classic_pipeline:
-        # Apply the transform once and keep the tensors in memory: the same numbers, without
-        # decoding 60,000 PIL images every epoch (which costs more than the MLP itself on a CPU).
-        train_set, test_set = data.to_tensor_dataset(train_set), data.to_tensor_dataset(test_set)
-    return LoadedData(train_set, test_set, classes, mean, std)
-
-
-def split_validation(dataset: Dataset, val_size: int, seed: int) -> tuple[Dataset, Dataset]:
-    """Split `dataset` into (training, validation) parts, `val_size` images in the second, fixed by `seed`."""
-    # A generator of its own: the split is the same for a given seed, and it draws nothing from
-    # torch's global random numbers, so the weights and the shuffling stay those of a run without it.
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    train_rows, val_rows = order[val_size:], order[:val_size]
-    if isinstance(dataset, TensorDataset):  # in memory: copy the rows out, as quick to read as before
-        return (type(dataset)(*(t[train_rows] for t in dataset.tensors)),
-                type(dataset)(*(t[val_rows] for t in dataset.tensors)))
-    return Subset(dataset, train_rows.tolist()), Subset(dataset, val_rows.tolist())
-
-
-def hold_out_validation(loaded: LoadedData, val_size: int, seed: int) -> LoadedData:
-    """Take `val_size` images, chosen by `seed`, out of the training set as a validation set."""
-    # Choosing anything (an epoch, a learning rate) by test accuracy leaks the test set into the
-    # choice, and the test accuracy stops being an honest estimate. The validation images are
-    # never trained on, so they can do the choosing; the test set is kept for the final figure.
-    if val_size >= len(loaded.train_set):
-        raise cli.UserError(f"--val-size {val_size}: the training set has only {len(loaded.train_set):,} images, "
-                            "and some must be left to train on; hold out fewer")
-    train_set, val_set = split_validation(loaded.train_set, val_size, seed)
-    return LoadedData(train_set, loaded.test_set, loaded.classes, loaded.mean, loaded.std, val_set)
-
-
-def keep_on_gpu_if_it_fits(loaded: LoadedData, device: torch.device, num_workers: int = 0) -> LoadedData:
-    """On a GPU with memory to spare, the in-memory images move there: then no batch is copied from the host."""
-    parts = [part for part in (loaded.train_set, loaded.test_set, loaded.val_set) if part is not None]
-    moved = data.keep_on_gpu_if_it_fits(parts, device, num_workers)
-    val_set = moved[2] if loaded.val_set is not None else None
-    return LoadedData(moved[0], moved[1], loaded.classes, loaded.mean, loaded.std, val_set)
-
-
-def make_loaders(loaded: LoadedData, batch_size: int, test_batch_size: int, device: torch.device,
-                 generator: torch.Generator, num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
-    """DataLoaders for training (shuffled by `generator`) and testing (never shuffled)."""
-    kwargs = data.loader_options(num_workers, device, loaded.train_set)  # batching, workers, pinned memory
-    # Shuffle the training set every epoch (a fixed order lets the model learn the order);
-    # the test set keeps its order, so predictions line up with the images.
-    # Batch norm (the CNN) cannot normalise a batch of one image: drop a last batch of exactly 1.
-    drop_last = len(loaded.train_set) % batch_size == 1
-    train_loader = DataLoader(loaded.train_set, batch_size=batch_size, shuffle=True, generator=generator,
-                              drop_last=drop_last, **kwargs)
-    test_loader = make_eval_loader(loaded.test_set, test_batch_size, device, num_workers)
-    return train_loader, test_loader
-
-
-def make_eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
-    """A DataLoader to evaluate on (test or validation images): never shuffled."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                      **data.loader_options(num_workers, device, dataset))
-
-
-# --- Optimizer and learning-rate schedule -----------------------------------------------------
-
-def build_optimizer(name: str, parameters, lr: float, momentum: float = 0.9) -> optim.Optimizer:
-    """SGD with momentum (the posts' default) or Adam (which has its own momentum-like terms)."""
-    if name == "sgd":
-        return optim.SGD(parameters, lr=lr, momentum=momentum)
-    if name == "adam":
-        return optim.Adam(parameters, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
-def build_scheduler(name: str, optimizer: optim.Optimizer, step_size: int = 2, gamma: float = 0.5):
-    """StepLR (multiply the learning rate by `gamma` every `step_size` epochs) or None."""
-    if name == "step":
-        return StepLR(optimizer, step_size=step_size, gamma=gamma)
-    if name == "none":
-        return None
-    raise ValueError(f"unknown scheduler {name!r}")
-
-
 # --- Training and testing ---------------------------------------------------------------------
 
-def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss_fn: nn.Module,
-          optimizer: optim.Optimizer, epoch: int, epochs: int, log_interval: int = 100,
+def train(model: nn.Module, device: torch.device, loader: DataLoader, optimizer: optim.Optimizer, *,
+          loss_fn: nn.Module, epoch: int = 1, epochs: int = 1, log_interval: int = 100,
           dry_run: bool = False) -> dict:
     """Train for one epoch; return the average training loss and accuracy, the images seen and the time taken."""
     started = time.perf_counter()
     model.train()  # training mode: dropout drops, batch norm uses and updates batch statistics
-    steps = len(train_loader)
+    steps = len(loader)
     loss_sum = torch.zeros((), device=device)  # tensors, so the GPU never waits for .item() each step
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -270,8 +150,8 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss
     # The post adds loss.item() to a float every step; .item() makes the CPU wait for the GPU, so we
     # add up a tensor instead and call .item() only when we print.
     running_loss, running_steps = torch.zeros((), device=device), 0
-    for step, (images, targets) in enumerate(train_loader, start=1):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    for step, (images, targets) in enumerate(loader, start=1):
+        images, targets = images.to(device), targets.to(device)
         outputs = model(images)  # logits, one row of 10 scores per image
         loss = loss_fn(outputs, targets)  # the batch's average loss
         optimizer.zero_grad()  # gradients add up across backward() calls: clear the last step's
@@ -293,130 +173,192 @@ def train(model: nn.Module, device: torch.device, train_loader: DataLoader, loss
             "train_seconds": time.perf_counter() - started}
 
 
-def evaluate(model: nn.Module, device: torch.device, loader: DataLoader, loss_fn: nn.Module,
-             dry_run: bool = False, return_predictions: bool = False) -> dict:
-    """Average loss, accuracy and counts of `model` on `loader`'s images (and, if asked, every prediction)."""
+def evaluate(model: nn.Module, device: torch.device, loader: DataLoader, *, loss_fn: nn.Module,
+             dry_run: bool = False) -> dict:
+    """Average loss, accuracy and counts of `model` on `loader`'s images (test or validation)."""
     model.eval()  # evaluation mode: dropout off, batch norm uses the statistics it learned
     loss_sum, correct, seen = 0.0, 0, 0
-    predictions, targets_seen = [], []
     with torch.no_grad():  # no gradients needed to evaluate: faster, less memory
         for images, targets in loader:
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            images, targets = images.to(device), targets.to(device)
             outputs = model(images)
             # The loss is the batch's mean: times the batch's size it is the batch's sum, and the
             # sums divided once by the number of images give the right average even when the last
             # batch is smaller than the others.
             loss_sum += loss_fn(outputs, targets).item() * len(targets)
-            predicted = outputs.argmax(dim=1)  # the class with the highest score
-            correct += (predicted == targets).sum().item()
+            correct += (outputs.argmax(dim=1) == targets).sum().item()  # the class with the highest score
             seen += len(targets)
-            if return_predictions:
-                predictions.append(predicted.cpu())
-                targets_seen.append(targets.cpu())
             if dry_run:
                 break
-    metrics = {"loss": loss_sum / seen, "accuracy": correct / seen, "correct": correct, "images": seen}
-    if return_predictions:
-        metrics |= {"predictions": torch.cat(predictions), "targets": torch.cat(targets_seen)}
-    return metrics
+    return {"loss": loss_sum / seen, "accuracy": correct / seen, "correct": correct, "images": seen}
 
 
-def test(model: nn.Module, device: torch.device, test_loader: DataLoader, loss_fn: nn.Module,
-         dry_run: bool = False, return_predictions: bool = False) -> dict:
-    """Evaluate on the test set and print the post's line; return loss, accuracy and counts (and predictions)."""
-    metrics = evaluate(model, device, test_loader, loss_fn, dry_run, return_predictions)
+def test(model: nn.Module, device: torch.device, loader: DataLoader, *, loss_fn: nn.Module,
+         dry_run: bool = False) -> dict:
+    """Evaluate on the test set and print the post's line; return loss, accuracy and counts."""
+    metrics = evaluate(model, device, loader, loss_fn=loss_fn, dry_run=dry_run)
     print(f"Test Accuracy: {100 * metrics['accuracy']:.2f}%")  # as the post prints it
     print(f"Test set: {metrics['correct']}/{metrics['images']} correct, average loss {metrics['loss']:.4f}")
-    return {"test_loss": metrics.pop("loss"), "test_accuracy": metrics.pop("accuracy"),
-            "test_correct": metrics.pop("correct"), "test_images": metrics.pop("images"),
-            **metrics}  # and the predictions, if asked for
+    return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"], "test_correct": metrics["correct"],
+            "test_images": metrics["images"]}
 
 
-def validate(model: nn.Module, device: torch.device, val_loader: DataLoader, loss_fn: nn.Module,
-             dry_run: bool = False) -> dict:
-    """Evaluate on the validation images, print their accuracy; return val_loss and val_accuracy."""
-    metrics = evaluate(model, device, val_loader, loss_fn, dry_run)
-    print(f"Validation accuracy: {100 * metrics['accuracy']:.2f}%")
-    return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
+# --- Data -------------------------------------------------------------------------------------
+
+def split_validation(images: torch.Tensor, labels: torch.Tensor, val_size: int, seed: int) -> tuple[tuple, tuple]:
+    """(training images, labels), (validation images, labels): `val_size` rows drawn at random, fixed by `seed`."""
+    # Choosing anything (an epoch, a learning rate) by test accuracy leaks the test set into the
+    # choice. Validation images are never trained on, so they can do the choosing.
+    # A generator of its own: the same split for a given seed, and torch's global random numbers
+    # untouched, so the weights and the shuffling stay those of a run without validation.
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    train_rows, val_rows = order[val_size:], order[:val_size]
+    return (images[train_rows], labels[train_rows]), (images[val_rows], labels[val_rows])
 
 
-# --- Early stopping ---------------------------------------------------------------------------
-
-def best_epoch(history: list[dict]) -> dict | None:
-    """The row of the epoch with the highest validation accuracy (the earliest on a tie), or None."""
-    rows = [row for row in history if row.get("val_accuracy") is not None]
-    return max(rows, key=lambda row: row["val_accuracy"]) if rows else None  # max keeps the first of equals
+def measured_statistics(images: torch.Tensor) -> tuple[float, float]:
+    """The mean and standard deviation of every pixel of `images` (uint8), on the 0..1 scale, to 4 decimals."""
+    pixels = images.double() / 255
+    return round(pixels.mean().item(), 4), round(pixels.std().item(), 4)
 
 
-def epochs_without_improvement(history: list[dict]) -> int:
-    """How many epochs have passed since the best validation accuracy (0: the last epoch was the best)."""
-    best = best_epoch(history)
-    return history[-1]["epoch"] - best["epoch"] if best is not None else 0
+def normalised(images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
+               device: torch.device) -> TensorDataset:
+    """What ToTensor() + Normalize((mean,), (std,)) does to each image, done once for all of them."""
+    # Pixels 0..255 -> 0..1 -> (x - mean) / std, kept as tensors (on the GPU if we train on one):
+    # no image is decoded again in any epoch. N x 28 x 28 gains its channel: N x 1 x 28 x 28.
+    return TensorDataset(((images.unsqueeze(1).float() / 255 - mean) / std).to(device), labels.to(device))
 
 
-# --- Figures ----------------------------------------------------------------------------------
+# --- Validation and early stopping, TensorBoard, figures ---------------------------------------
 
-def plot_confusion_matrix(counts: torch.Tensor, class_names: list[str], path: Path, title: str = "",
-                          show: bool = False) -> Path:
-    """Save a heatmap of the confusion matrix normalised per true class (each row sums to 1)."""
+class EarlyStopping:
+    """Validation after each epoch, best_model.pt, and early stopping after `patience` epochs without progress.
+
+    Everything it decides is read from run.history, so a resumed run decides as the uninterrupted one.
+    """
+
+    def __init__(self, run: TrainingRun, val_loader: DataLoader | None, loss_fn: nn.Module,
+                 patience: int | None) -> None:
+        self.run, self.val_loader, self.loss_fn, self.patience = run, val_loader, loss_fn, patience
+        self.stopped = False
+
+    def best(self) -> dict | None:
+        """The row of the epoch with the best validation accuracy (the earliest of equals), or None."""
+        rows = [row for row in self.run.history if "val_accuracy" in row]
+        return max(rows, key=lambda row: row["val_accuracy"]) if rows else None
+
+    def should_stop(self) -> bool:
+        """True once `patience` epochs in a row brought no better validation accuracy."""
+        best = self.best()
+        self.stopped = bool(self.patience and best and self.run.history[-1]["epoch"] - best["epoch"] >= self.patience)
+        return self.stopped
+
+    def validate(self, model: nn.Module, device: torch.device, dry_run: bool = False) -> dict:
+        """Evaluate on the validation images and save best_model.pt if they are the best so far ({} without)."""
+        if self.val_loader is None:
+            return {}
+        metrics = evaluate(model, device, self.val_loader, loss_fn=self.loss_fn, dry_run=dry_run)
+        print(f"Validation accuracy: {100 * metrics['accuracy']:.2f}%")
+        best = self.best()
+        if best is None or metrics["accuracy"] > best["val_accuracy"]:
+            # Saved before this epoch's checkpoint: if the run stops in between, resuming trains this
+            # epoch again, to the same weights, and saves them again.
+            self.run.save_weights("best_model.pt")
+        return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
+
+    def restore_best(self, model: nn.Module) -> bool:
+        """With --patience: load the best epoch's weights into `model`; True if they are not the last epoch's."""
+        best = self.best()
+        if not self.patience or best is None:
+            return False
+        kept = f"epoch {best['epoch']} (validation accuracy {100 * best['val_accuracy']:.2f}%)"
+        self.run.log(f"Early stopping: no better validation accuracy for {self.patience} epochs; keeping {kept}"
+                     if self.stopped else f"Keeping {kept}, the best on validation")
+        if best["epoch"] == self.run.history[-1]["epoch"]:
+            return False
+        device = next(model.parameters()).device
+        model.load_state_dict(torch.load(self.run.folder / "best_model.pt", map_location=device, weights_only=True))
+        print("The kept weights on the test set:")
+        return True
+
+
+class TensorBoardLog:
+    """With --tensorboard, each epoch's losses and accuracies for TensorBoard in <run folder>/tensorboard."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.folder, self.writer, self.enabled = folder / "tensorboard", None, enabled
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401 (is it installed?)
+                print(f"TensorBoard: view the curves with  tensorboard --logdir {self.folder}")
+            except ImportError:
+                print("--tensorboard: the tensorboard package is not installed (pip install tensorboard); "
+                      "carrying on without it.")
+                self.enabled = False
+
+    def add(self, row: dict) -> None:
+        """Write one epoch's row; the folder is made at the first finished epoch, so a failed run leaves none."""
+        if not self.enabled:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.folder))
+        for key, value in row.items():
+            if key.endswith(("_loss", "_accuracy")):  # train_loss -> Loss/train, val_accuracy -> Accuracy/val
+                part, kind = key.split("_")
+                self.writer.add_scalar(f"{kind.capitalize()}/{part}", value, row["epoch"])
+        self.writer.flush()  # a run stopped later (Ctrl-C, divergence) keeps the epochs it finished
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def save_figures(run: TrainingRun, model: nn.Module, device: torch.device, test_loader: DataLoader,
+                 classes: list[str], mean: float, std: float, dataset: str) -> None:
+    """curves.png, predictions.png (the first 16 test images) and confusion_matrix.png, from `model` as it is."""
     import matplotlib.pyplot as plt
 
-    counts = torch.as_tensor(counts, dtype=torch.float64)
-    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)  # a class with no images: a row of 0s, not NaN
-    n = len(class_names)
+    title = f"{type(model).__name__} on {dataset}"
+    run.save_curves(title)
+    model.eval()
+    with torch.no_grad():  # every test image's predicted class; the loader keeps the test set's order
+        predicted = torch.cat([model(images.to(device)).argmax(dim=1).cpu() for images, _ in test_loader])
+    images, targets = test_loader.dataset.tensors[0][:16].cpu(), test_loader.dataset.tensors[1].cpu()
+
+    fig, axes = plt.subplots(4, 4, figsize=(8, 9))
+    for ax, image, p, t in zip(axes.flat, images, predicted.tolist(), targets.tolist()):
+        ax.imshow((image[0] * std + mean).numpy(), cmap="gray", vmin=0, vmax=1)  # undo Normalize: 0..1 pixels
+        ax.set_title(f"pred: {classes[p]}" + ("" if p == t else " (x)") + f"\ntrue: {classes[t]}", fontsize=8,
+                     color="black" if p == t else "red")
+        ax.axis("off")
+    for ax in axes.flat[len(images):]:
+        ax.axis("off")
+    fig.tight_layout()
+    run.save_figure(fig, "predictions.png")
+
+    # counts[t, p]: how many images of true class t were predicted as p; each row divided by its sum.
+    n = len(classes)
+    counts = torch.bincount(targets * n + predicted, minlength=n * n).reshape(n, n).double()
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)  # a class with no images: 0s, not NaN
     fig, ax = plt.subplots(figsize=(9, 7.5))
-    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class")
-    ax.set_xticklabels(class_names, rotation=45, ha="right", rotation_mode="anchor")
-    ax.set_yticklabels(class_names)
+    fig.colorbar(ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1), ax=ax, label="fraction of the true class")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class",
+           title=f"{title}: {100 * counts.diag().sum().item() / len(targets):.2f}% test accuracy")
+    ax.set_xticklabels(classes, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticklabels(classes)
     for row in range(n):
         for column in range(n):
             value = rates[row, column].item()
             ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if value > 0.5 else "black")  # readable on dark and light cells
-    if title:
-        ax.set_title(title)
     fig.tight_layout()
-    return plots.save_figure(fig, path, show)
-
-
-def prediction_titles(predictions: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> list[str]:
-    """One title per image, the predicted class above the true one; a wrong guess is marked ' (x)', as in T03."""
-    return [f"pred: {class_names[p]}" + ("" if p == t else " (x)") + f"\ntrue: {class_names[t]}"
-            for p, t in zip(predictions.tolist(), targets.tolist())]
-
-
-def hardest_classes(counts: torch.Tensor, class_names: list[str], how_many: int = 3) -> str:
-    """The classes with the lowest test accuracy, e.g. 'Shirt 61.2%, Pullover 79.0%, Coat 80.3%'."""
-    per_class = counts.diag().double() / counts.sum(dim=1).clamp_min(1)
-    order = per_class.argsort()[:how_many].tolist()
-    return ", ".join(f"{class_names[i]} {100 * per_class[i].item():.1f}%" for i in order)
-
-
-def open_tensorboard(out_dir: Path):
-    """A SummaryWriter writing to <run folder>/tensorboard, or None (with a hint) if tensorboard is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        print("--tensorboard: the tensorboard package is not installed (pip install tensorboard); "
-              "carrying on without it.")
-        return None
-    print(f"TensorBoard: view the curves with  tensorboard --logdir {out_dir / 'tensorboard'}")
-    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
-
-
-def add_scalars(writer, row: dict) -> None:
-    """Write one epoch's losses and accuracies to TensorBoard, and flush them to disk at once."""
-    epoch = row["epoch"]
-    writer.add_scalar("Loss/train", row["train_loss"], epoch)
-    writer.add_scalar("Loss/test", row["test_loss"], epoch)
-    writer.add_scalar("Accuracy/train", row["train_accuracy"], epoch)
-    writer.add_scalar("Accuracy/test", row["test_accuracy"], epoch)
-    if "val_accuracy" in row:
-        writer.add_scalar("Loss/validation", row["val_loss"], epoch)
-        writer.add_scalar("Accuracy/validation", row["val_accuracy"], epoch)
-    writer.flush()  # a run stopped later (Ctrl-C, divergence) keeps the epochs it finished
+    run.save_figure(fig, "confusion_matrix.png")
+    per_class = counts.diag() / counts.sum(dim=1).clamp_min(1)
+    run.log("Hardest classes: " + ", ".join(f"{classes[i]} {100 * per_class[i]:.1f}%"
+                                            for i in per_class.argsort()[:3].tolist()))
 
 
 # --- Command line -----------------------------------------------------------------------------
@@ -430,18 +372,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=["fashion-mnist", "mnist"], default="fashion-mnist",
                         help="which dataset (default: fashion-mnist)")
     parser.add_argument("--measured-stats", action="store_true",
-                        help="normalise with the training set's measured mean and std instead of the posts' 0.5/0.5")
+                        help="normalise with the training images' measured mean and std instead of the posts' "
+                             "0.5/0.5 (measured after --val-size takes the validation images out)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, metavar="N",
                         help="input batch size for training (default: 64; at least 2 for the CNN)")
     parser.add_argument("--test-batch-size", type=cli.positive_int, default=1000, metavar="N",
-                        help="input batch size for testing (default: 1000)")
+                        help="input batch size for testing and validation (default: 1000)")
     parser.add_argument("--epochs", type=cli.positive_int, default=5, metavar="N",
                         help="number of epochs to train (default: 5)")
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
                         help="sgd (with --momentum) or adam (default: sgd)")
     parser.add_argument("--lr", type=cli.positive_float, default=0.01, metavar="LR",
                         help="learning rate (default: 0.01; for adam try 0.001)")
-    parser.add_argument("--momentum", type=cli.momentum, default=0.9, metavar="M",
+    parser.add_argument("--momentum", type=float, default=0.9, metavar="M",
                         help="SGD momentum, 0 <= M < 1 (default: 0.9; ignored by adam)")
     parser.add_argument("--scheduler", choices=["none", "step"], default="none",
                         help="step: multiply the learning rate by --gamma every --step-size epochs (default: none)")
@@ -451,122 +394,90 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="learning-rate factor at each drop with --scheduler step (default: 0.5)")
     parser.add_argument("--log-interval", type=cli.positive_int, default=100, metavar="N",
                         help="print the average training loss of the last N steps, every N steps (default: 100)")
-    parser.add_argument("--val-size", type=cli.non_negative_int, default=0, metavar="N",
+    parser.add_argument("--val-size", type=cli.positive_int, default=None, metavar="N",
                         help="hold out N training images (chosen by --seed) as a validation set, report its accuracy "
-                             "every epoch and save the best epoch's weights as best_model.pt (default: 0, none)")
-    parser.add_argument("--patience", type=cli.non_negative_int, default=0, metavar="K",
+                             "every epoch and save the best epoch's weights as best_model.pt (default: none)")
+    parser.add_argument("--patience", type=cli.positive_int, default=None, metavar="K",
                         help="early stopping: stop after K epochs without a better validation accuracy and keep "
-                             "the best epoch's weights; needs --val-size (default: 0, off)")
+                             "the best epoch's weights; needs --val-size (default: off)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train on one batch and test on one batch, to check that everything runs")
-    # Every run now writes checkpoint.pt after each epoch; older commands that ask for it still work.
-    parser.add_argument("--save-checkpoint", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--resume", type=cli.existing_file, default=None, metavar="PATH",
-                        help="continue training from the checkpoint.pt of an earlier run, in that run's folder "
-                             "(the flags that define the run must be the same; --epochs may grow)")
     parser.add_argument("--save-model", action="store_true",
                         help="save the trained weights alone (a state dict) as <dataset>_<model>.pt in the run folder")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write loss and accuracy for TensorBoard (needs: pip install tensorboard)")
-    add_device_arguments(parser)
-    cli.add_run_arguments(parser)
+    parser.add_common_flags()  # --seed, --device/--no-cuda/--no-mps, --data-dir, --out-dir, --resume, --show
     args = parser.parse_args(argv)
+    if not 0 <= args.momentum < 1:  # also false for nan
+        parser.error(f"--momentum: must be at least 0 and less than 1, got {args.momentum}")
     if args.patience and not args.val_size:
         parser.error("--patience needs --val-size: early stopping watches the accuracy on validation images, "
                      "never on the test set")
+    if args.val_size and args.val_size >= TRAINING_IMAGES:
+        parser.error(f"--val-size {args.val_size}: the training set has {TRAINING_IMAGES:,} images, and some "
+                     "must be left to train on; hold out fewer")
+    if args.model == "cnn" and args.batch_size == 1:
+        parser.error("--model cnn needs --batch-size 2 or more: batch norm normalises each training batch by its "
+                     "own mean and variance, which a batch of one image does not have")
     return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Train and test one model; write checkpoints, metrics and figures to the run folder; return the history."""
     args = parse_args(argv)
-    if args.model == "cnn" and args.batch_size == 1:
-        raise cli.UserError("--model cnn needs --batch-size 2 or more: batch norm normalises each training batch "
-                            "by its own mean and variance, which a batch of one image does not have")
-    device = device_from_args(args)
-    loader_generator = seed_everything(args.seed, args.deterministic)
+    device = select_device(args)  # CUDA, then Apple's MPS, then the CPU (or what --device says)
+    generator = seed_everything(args.seed, args.deterministic)  # and a generator for the shuffling
 
-    # 1. Data: the dataset, normalised, and its two loaders (training shuffled, test never).
-    loaded = load_data(args.dataset, args.data_dir, args.measured_stats, args.classic_pipeline)
-    if args.val_size:  # a validation set, held out of the training images: see hold_out_validation()
-        loaded = hold_out_validation(loaded, args.val_size, args.seed)
-    loaded = keep_on_gpu_if_it_fits(loaded, device, args.num_workers)  # no copy per batch, where it fits
-    train_loader, test_loader = make_loaders(loaded, args.batch_size, args.test_batch_size, device,
-                                             loader_generator, args.num_workers)
-    val_loader = (make_eval_loader(loaded.val_set, args.test_batch_size, device, args.num_workers)
-                  if loaded.val_set is not None else None)
+    # 1. Data. torchvision reads the files (data.download() fetches them first if need be).
+    root = data.download(args.dataset, args.data_dir)
+    dataset_class = datasets.FashionMNIST if args.dataset == "fashion-mnist" else datasets.MNIST
+    train_set, test_set = dataset_class(root, train=True), dataset_class(root, train=False)
+    classes, train_part, val_part = train_set.classes, (train_set.data, train_set.targets), None
+    if args.val_size:  # validation images, held out of the training images: see split_validation()
+        train_part, val_part = split_validation(*train_part, args.val_size, args.seed)
+    # The posts' 0.5/0.5, or the training images' own (measured after the split). Saved in checkpoint.pt's args.
+    args.mean, args.std = measured_statistics(train_part[0]) if args.measured_stats else (POSTS_MEAN, POSTS_STD)
+    train_set = normalised(*train_part, args.mean, args.std, device)
+    test_set = normalised(test_set.data, test_set.targets, args.mean, args.std, device)
+    # Always shuffle the training set, never the test set. The sampler hands the loader a batch of shuffled
+    # indices, and batch_size=None passes the dataset's answer (one indexing operation) straight through: the
+    # batches of DataLoader(train_set, batch_size, shuffle=True) without a call per image and a stack per step.
+    sampler = BatchSampler(RandomSampler(train_set, generator=generator), args.batch_size,
+                           drop_last=len(train_set) % args.batch_size == 1)  # batch norm can't train on 1 image
+    train_loader = DataLoader(train_set, sampler=sampler, batch_size=None)
+    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False)
+    val_loader = DataLoader(normalised(*val_part, args.mean, args.std, device), batch_size=args.test_batch_size,
+                            shuffle=False) if val_part is not None else None
 
     # 2. Model, loss, optimizer and learning-rate schedule.
     model = build_model(args.model, device)
     loss_fn = nn.CrossEntropyLoss()  # softmax + negative log-likelihood, on the model's raw logits
-    optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
-    scheduler = build_scheduler(args.scheduler, optimizer, args.step_size, args.gamma)  # None: constant lr
+    optimizer = (optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd"
+                 else optim.Adam(model.parameters(), lr=args.lr))  # Adam has momentum-like terms of its own
+    scheduler = StepLR(optimizer, args.step_size, args.gamma if args.scheduler == "step" else 1)  # 1: constant
 
-    # 3. The epoch loop. TrainingRun (common/lifecycle.py) is the bookkeeping around it: the run
-    # folder and train.log, --resume, a checkpoint after every epoch, Ctrl-C, divergence, metrics.
-    # A checkpoint resumes only with the flags that define the run: others would train a different one.
-    must_match = ("model", "dataset", "optimizer", "scheduler", "step_size", "gamma", "batch_size", "lr",
-                  "momentum", "measured_stats", "val_size", "patience")
-    with TrainingRun(__file__, args, model, optimizer, scheduler, loader_generator, must_match=must_match,
-                     name=f"{args.dataset}_{args.model}") as run:
-        held_out = f", {len(loaded.val_set):,} validation" if loaded.val_set is not None else ""
-        print(f"{args.dataset}: {len(loaded.train_set):,} training{held_out} and {len(loaded.test_set):,} test "
-              f"images, normalised with mean {loaded.mean} and std {loaded.std}")
-        print(f"{model}\nParameters: {count_parameters(model):,}")
-        writer = open_tensorboard(run.out_dir) if args.tensorboard else None
-        stopped_early = False
+    # 3. The epoch loop. TrainingRun (common/run.py) is the bookkeeping around it: the run folder,
+    # a checkpoint after every epoch, --resume (with the flags that define the run), Ctrl-C, divergence.
+    must_match = ["model", "dataset", "optimizer", "scheduler", "step_size", "gamma", "batch_size", "lr",
+                  "momentum", "measured_stats", "val_size", "patience"]
+    with TrainingRun("fashion_mnist", args, model, optimizer, scheduler, generator, must_match=must_match) as run:
+        run.log(f"{args.dataset}: {len(train_set):,} training, {args.val_size or 0:,} validation and "
+                f"{len(test_set):,} test images, normalised with mean {args.mean} and std {args.std}")
+        run.log(f"{model}\nParameters: {sum(p.numel() for p in model.parameters()):,}")
+        stopper = EarlyStopping(run, val_loader, loss_fn, args.patience)  # validation, best_model.pt, patience
+        board = TensorBoardLog(run.folder, args.tensorboard)  # with --tensorboard
         for epoch in run.epochs():
-            # Early stopping, read from the history before each epoch (so a resumed run that had
-            # already stopped stays stopped): K epochs in a row without a better validation accuracy.
-            if args.patience and epochs_without_improvement(run.history) >= args.patience:
-                stopped_early = True
+            if stopper.should_stop():  # read from the history: a resumed run that had stopped stays stopped
                 break
-            train_metrics = train(model, device, train_loader, loss_fn, optimizer, epoch, args.epochs,
-                                  args.log_interval, args.dry_run)
-            val_metrics = validate(model, device, val_loader, loss_fn, args.dry_run) if val_loader else {}
-            best = best_epoch(run.history)
-            if val_metrics and (best is None or val_metrics["val_accuracy"] > best["val_accuracy"]):
-                # The best weights so far. Saved before this epoch's checkpoint: if the run stops in
-                # between, resuming trains this epoch again, to the same weights, and saves them again.
-                run.save_weights("best_model.pt")
-            test_metrics = test(model, device, test_loader, loss_fn, args.dry_run, return_predictions=True)
-            predictions, targets = test_metrics.pop("predictions"), test_metrics.pop("targets")
-            if scheduler is not None:
-                scheduler.step()  # once per epoch, after that epoch's optimizer steps
-            row = run.end_epoch(train_metrics, test_metrics, **val_metrics)
-            if writer is not None:
-                add_scalars(writer, row)
-        if writer is not None:
-            writer.close()
-
-        if args.patience:  # keep the best epoch's weights, not the last one's
-            best = best_epoch(run.history)
-            kept = f"epoch {best['epoch']} (validation accuracy {100 * best['val_accuracy']:.2f}%)"
-            if stopped_early:
-                print(f"Early stopping: no better validation accuracy for {args.patience} epochs; keeping {kept}")
-            else:
-                print(f"Keeping {kept}, the best on validation")
-            if best["epoch"] != run.history[-1]["epoch"]:  # always so after early stopping
-                load_weights(model, run.out_dir / "best_model.pt")
-                print("The kept weights on the test set:")
-                test_metrics = test(model, device, test_loader, loss_fn, args.dry_run, return_predictions=True)
-                predictions, targets = test_metrics.pop("predictions"), test_metrics.pop("targets")
-
-        # The figures, from the final model's predictions.
-        name = f"{type(model).__name__} on {args.dataset}"
-        run.save_curves(name)
-        # The test loader keeps the test set's order, so predictions[i] belongs to test_set[i].
-        shown = min(16, len(predictions))
-        images = torch.stack([loaded.test_set[i][0] for i in range(shown)])
-        titles = prediction_titles(predictions[:shown], targets[:shown], loaded.classes)
-        # mean and std undo Normalize, so the pictures show the real 0..1 pixels.
-        plots.plot_image_grid(images, titles, run.out_dir / "predictions.png", loaded.mean, loaded.std,
-                              show=args.show)
-        counts = plots.confusion_matrix(targets, predictions, len(loaded.classes))
-        plot_confusion_matrix(counts, loaded.classes, run.out_dir / "confusion_matrix.png",
-                              title=f"{name}: {100 * test_metrics['test_accuracy']:.2f}% test accuracy",
-                              show=args.show)
-        print(f"Hardest classes: {hardest_classes(counts, loaded.classes)}")
+            train_metrics = train(model, device, train_loader, optimizer, loss_fn=loss_fn, epoch=epoch,
+                                  epochs=args.epochs, log_interval=args.log_interval, dry_run=args.dry_run)
+            val_metrics = stopper.validate(model, device, args.dry_run)  # {} without --val-size
+            test_metrics = test(model, device, test_loader, loss_fn=loss_fn, dry_run=args.dry_run)
+            scheduler.step()  # once per epoch, after that epoch's optimizer steps
+            board.add(run.end_epoch(train_metrics, test_metrics, **val_metrics))
+        board.close()
+        if stopper.restore_best(model):  # with --patience: the best epoch's weights, not the last one's
+            test(model, device, test_loader, loss_fn=loss_fn, dry_run=args.dry_run)
+        save_figures(run, model, device, test_loader, classes, args.mean, args.std, args.dataset)
         if args.save_model:
             run.save_weights(f"{args.dataset.replace('-', '_')}_{args.model.replace('-', '_')}.pt")
     return run.history
