@@ -1,7 +1,4 @@
-"""Command lines: the flags every training script shares, checked values, and one-line errors.
-
-Used by every lesson script (T01-T05).
-"""
+"""Command lines: the flags every training script shares, checked values, one-line errors (T01-T05)."""
 
 from __future__ import annotations
 
@@ -110,10 +107,8 @@ def _seed(text: str) -> int:
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Run a script's main(): a UserError becomes one line on stderr and exit code 2, Ctrl-C exits 130.
-
-    Under torchrun every process exits with the same code, and only process 0 says why.
-    """
+    """Run main(): a UserError becomes one line on stderr and exit code 2, Ctrl-C exit code 130.
+    Under torchrun every process exits with the same code, and only process 0 says why."""
     try:
         main()
     except UserError as err:

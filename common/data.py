@@ -1,19 +1,9 @@
-"""Datasets: where they live, fetching them, and one clear line when they are missing or damaged.
+"""Datasets: where they live, fetching them, and one clear line when they are missing or damaged (T01, T02, T03, T05).
 
-`download(name, data_dir)` returns torchvision's `root` folder once the dataset's files are
-there and sound. The lesson then reads them with torchvision itself, as a reader would:
-
-    root = data.download("mnist", args.data_dir)
-    train_set = datasets.MNIST(root, train=True)
-
-One data folder serves every lesson, laid out as torchvision lays it out, so files a reader
-already downloaded are found:
-
-    <data-dir>/MNIST/raw/train-images-idx3-ubyte ...
-    <data-dir>/FashionMNIST/raw/train-images-idx3-ubyte ...
-    <data-dir>/cifar-10-batches-py/data_batch_1 ...
-
-Used by T01, T02, T03 and T05.
+`download(name, data_dir)` returns torchvision's `root` folder once the files are there and sound; the
+lesson then reads them with torchvision itself: `datasets.MNIST(data.download("mnist", None), train=True)`.
+One data folder serves every lesson, laid out as torchvision lays it out (<data-dir>/MNIST/raw/...,
+<data-dir>/FashionMNIST/raw/..., <data-dir>/cifar-10-batches-py/...), so files already downloaded are found.
 """
 
 from __future__ import annotations
@@ -63,7 +53,8 @@ def download(name: str, data_dir: Path | str | None = None) -> Path:
             os.listdir(folder)  # an unreadable folder fails here, not as "dataset missing" below
         if name != "cifar10":
             _gunzip(folder)  # a reader may have dropped the .gz files in by hand
-        if not all((folder / f).is_file() for f in _files(name)):
+        cifar = datasets.CIFAR10.train_list + datasets.CIFAR10.test_list + [(datasets.CIFAR10.meta["filename"], "")]
+        if not all((folder / f).is_file() for f in ([f for f, _ in cifar] if name == "cifar10" else MNIST_FILES)):
             try:
                 cls(str(root), train=True, download=True)  # torchvision downloads (and checks) both halves
             except Exception as err:  # no network, a blocked mirror, a truncated download...
@@ -76,13 +67,6 @@ def download(name: str, data_dir: Path | str | None = None) -> Path:
     except PermissionError as err:
         raise UserError(f"cannot read {err.filename or folder}: permission denied") from None
     return root
-
-
-def _files(name: str) -> list[str]:
-    if name == "cifar10":
-        cls = datasets.CIFAR10
-        return [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    return MNIST_FILES
 
 
 def _how_to_get(name: str, root: Path) -> str:

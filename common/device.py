@@ -1,7 +1,4 @@
-"""Where to compute, and how to make it repeatable: the device from the flags, and seeding.
-
-Used by every lesson script (T01-T05).
-"""
+"""Where to compute, and how to make it repeatable: the device from the flags, and seeding (T01-T05)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Your own image in, a prediction out: what the predict.py scripts of T01, T02 and T03 share.
-
-Saved weights found and read safely; a photo read safely; dark ink on paper made to look like MNIST
-(`preprocess_digit`, step by step: T01, T02's --dataset mnist; T02's clothes reuse the first steps);
-the printed line and the picture.
-"""
+"""Your own image in, a prediction out, for the predict.py scripts of T01, T02 and T03: saved weights and photos
+read safely; dark ink on paper made to look like MNIST (`preprocess_digit`, step by step; T02's clothes reuse the
+first steps); the printed line and the picture."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from common.cli import UserError
-from common.run import atomic_write, new_folder
+from common.run import atomic_write, load, new_folder
 
 MAX_PIXELS, MIN_SIDE = 50_000_000, 8  # more than any phone photo (decoding more could exhaust memory); too few
 
@@ -31,14 +28,7 @@ def newest_file(runs_dir: Path, pattern: str) -> Path | None:
 def read_weights(path: Path, model_classes: Sequence[str]) -> tuple[dict, dict]:
     """The weights in `path` (a state dict, or a training checkpoint's) and its training flags ({} if none),
     read onto the CPU with weights_only=True (the file cannot run code); else one line why not (T01-T03)."""
-    if not Path(path).is_file():
-        raise UserError(f"{path} is a folder, not a weights file" if Path(path).is_dir() else f"{path} does not exist")
-    try:
-        with warnings.catch_warnings():  # torch warns about files other programs pickled: we say it in one line
-            warnings.simplefilter("ignore")
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a torn, foreign or non-PyTorch file: pickle, zip and torch all have their errors
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(err).strip()[:100]})") from None
+    saved = load(path)
     args = {}
     if isinstance(saved, dict) and "model_state_dict" in saved:  # a training checkpoint (common/run.py)
         model_class, script = saved.get("model_class"), saved.get("script")

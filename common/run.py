@@ -1,10 +1,6 @@
-"""The bookkeeping around a lesson's epoch loop: one `with TrainingRun(...) as run:` block.
+"""The bookkeeping around a lesson's epoch loop, one `with` block (T01, T02, T03, T05):
 
-A lesson's main() builds the data, the loaders, the model, the loss, the optimizer and the
-scheduler itself, so the reader sees every PyTorch step. Then:
-
-    with TrainingRun("mnist_nn", args, model, optimizer, scheduler, generator,
-                     must_match=["batch_size", "lr"]) as run:
+    with TrainingRun("mnist_nn", args, model, optimizer, scheduler, generator, must_match=["lr"]) as run:
         for epoch in run.epochs():
             train_metrics = train(model, device, train_loader, optimizer, epoch=epoch)
             test_metrics = test(model, device, test_loader)
@@ -12,23 +8,17 @@ scheduler itself, so the reader sees every PyTorch step. Then:
             run.end_epoch(train_metrics, test_metrics)
         run.save_curves("SimpleNN on MNIST")
 
-What the block does, the same way in every lesson (T01, T02, T03, T05):
-- **A new run folder** `runs/<name>-<date>-<time>/` (or `--out-dir`). A folder that holds a run is
-  never reused: the run stops with one line naming it. `--resume` continues in the checkpoint's folder.
-- **A checkpoint after every epoch** (`checkpoint.pt`: weights, optimizer, scheduler, epoch, metrics,
-  flags and every random-number state), written to `checkpoint.pt.tmp` and renamed over the old one,
-  so it is always whole. `metrics.json`/`metrics.csv` and `train.log` follow it. The checkpoint is the
-  one source of truth: whatever stops the run, the metrics files are rewritten from it.
-- **Resume** (`--resume PATH`): the same script, the same number of processes, and the same flags in
-  `must_match` and `--seed`, or one line naming each difference. `--epochs` may grow. Every random
-  state is restored, so the resumed run gives the numbers an uninterrupted run gives, bit for bit.
-- **Ctrl-C** keeps the last finished epoch (the interrupted one is trained again on resume) and says
-  which epoch the checkpoint holds. **Divergence** (a NaN or infinite loss or weight) stops the run with
-  one line; such weights are never saved.
-- **Several processes** (T05): every process makes its own `TrainingRun`; only process 0 (`is_main`)
-  prints and writes, and each process's random states are saved and restored for that process.
-Reads `args.epochs`, `args.resume`, `args.out_dir`, `args.seed`, `args.dry_run` and `args.show`
-(cli's add_common_flags adds all but --epochs).
+- A new run folder, runs/<name>-<date>-<time>/ or --out-dir; one that holds a run is never reused.
+- After every epoch, checkpoint.pt (weights, optimizer, scheduler, epoch, metrics, flags, every random
+  state), written whole to checkpoint.pt.tmp and renamed; then metrics.json/.csv and a train.log line.
+  The checkpoint is the one source of truth: whatever stops the run, the metrics are rewritten from it.
+- --resume PATH: the same script, number of processes, --seed and `must_match` flags, or one line naming
+  each difference; --epochs may grow. The resumed run equals an uninterrupted one, bit for bit.
+- Ctrl-C keeps the last finished epoch and says which; a NaN or infinite loss or weight stops the run
+  with one line and is never saved.
+- Several processes (T05): each makes its TrainingRun; process 0 (`is_main`) alone prints and writes,
+  and each process's random states are saved and restored for that process.
+Reads args.epochs, .resume, .out_dir, .seed, .dry_run and .show (cli's add_common_flags adds all but --epochs).
 """
 
 from __future__ import annotations
@@ -40,6 +30,7 @@ import io
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,7 +111,6 @@ class TrainingRun:
         if found:
             hint = (f"continue that run with --resume {self.checkpoint}" if "checkpoint.pt" in found
                     else "delete the folder if you no longer need it (it has no checkpoint.pt to resume)")
-            self._made_folder = False  # not ours to clean up
             raise UserError(f"{self.folder} already holds another run ({', '.join(found)}): choose a new "
                             f"--out-dir, or {hint}")
 
@@ -134,9 +124,9 @@ class TrainingRun:
         if state.get("script") != self.name:
             raise UserError(f"{path} was written by {state.get('script') or 'another program'}, not by "
                             f"{self.name}: resume it with the script that wrote it")
-        if state.get("world_size", 1) != _world_size():
+        if state.get("world_size", 1) != _rank_and_size()[1]:
             raise UserError(f"{path} was trained by {state.get('world_size')} process(es), and this run has "
-                            f"{_world_size()}: resume it with as many")
+                            f"{_rank_and_size()[1]}: resume it with as many")
         now = _plain(vars(self.args))
         differences = [f"--{key.replace('_', '-')} {state['args'].get(key)} (this run: {now.get(key)})"
                        for key in self.must_match if state["args"].get(key) != now.get(key)]
@@ -158,7 +148,7 @@ class TrainingRun:
         except (RuntimeError, KeyError, ValueError, TypeError) as err:
             raise UserError(f"{self.checkpoint} does not fit this model or optimizer "
                             f"({str(err).strip().splitlines()[0][:160]})") from None
-        rng = state["rng"][_rank()]
+        rng = state["rng"][_rank_and_size()[0]]
         torch.set_rng_state(rng["torch"])  # the checkpoint was read onto the CPU: set_rng_state needs that
         device = _device_of(self.model)
         if device.type == "cuda" and rng.get("cuda") is not None:
@@ -272,16 +262,12 @@ class TrainingRun:
         import matplotlib.pyplot as plt
 
         epochs = [row["epoch"] for row in self.history]
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-        for key, style in (("train_loss", "o-"), ("val_loss", "^-"), ("test_loss", "s-")):
-            if all(key in row for row in self.history):
-                ax_loss.plot(epochs, [row[key] for row in self.history], style, label=key.split("_")[0])
-        for key, style in (("val_accuracy", "^-"), ("test_accuracy", "s-")):
-            if all(key in row for row in self.history):
-                ax_acc.plot(epochs, [100 * row[key] for row in self.history], style, label=key.split("_")[0])
-        ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
-        ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-        for ax in (ax_loss, ax_acc):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, keys, scale, name in ((axes[0], ("train_loss", "val_loss", "test_loss"), 1, "loss"),
+                                      (axes[1], ("val_accuracy", "test_accuracy"), 100, "accuracy (%)")):
+            for key in [key for key in keys if all(key in row for row in self.history)]:
+                ax.plot(epochs, [scale * row[key] for row in self.history], "o-", label=key.split("_")[0])
+            ax.set(xlabel="epoch", ylabel=name, title=name.split()[0].capitalize())
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
@@ -307,15 +293,12 @@ class TrainingRun:
             except UserError:
                 state = None
         if kind is None:
-            files = sorted(p.name for p in self.folder.iterdir())
-            self.log(f"Run folder: {self.folder} ({', '.join(files)})")
+            self.log(f"Run folder: {self.folder} ({', '.join(sorted(p.name for p in self.folder.iterdir()))})")
         elif issubclass(kind, KeyboardInterrupt):
-            if state is not None:
-                self.log(f"\nInterrupted in epoch {self.epoch}. {self.checkpoint} holds epoch {state['epoch']}, "
-                         f"the last finished one: run the same command again with --resume {self.checkpoint} "
-                         "to continue.")
-            else:
-                self.log(f"\nInterrupted in epoch {self.epoch}, before any epoch finished: nothing to keep.")
+            kept = (f"{self.checkpoint} holds epoch {state['epoch']}, the last finished one: run the same command "
+                    f"again with --resume {self.checkpoint} to continue." if state else "No epoch finished: nothing "
+                    "to keep.")
+            self.log(f"\nInterrupted in epoch {self.epoch}. {kept}")
         elif issubclass(kind, UserError):
             with contextlib.suppress(UserError):  # a log we cannot write must not hide the error itself
                 self.log(f"error: {error}", echo=False)  # cli.run_main prints it on the console
@@ -352,9 +335,7 @@ def new_folder(out_dir: Path | None, name: str) -> tuple[Path, bool]:
 
 def atomic_write(write: Callable[[Any], object], path: Path) -> None:
     """`write(file)` into `<path>.tmp`, then rename it over `path`: the old file or the new one, never half.
-
-    A full disk or a folder you may not write to becomes a one-line UserError; the old file stays.
-    """
+    A full disk or a folder you may not write to becomes a one-line UserError; the old file stays."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -371,14 +352,21 @@ def atomic_write(write: Callable[[Any], object], path: Path) -> None:
         raise UserError(f"could not write {path}: {reason}{kept}") from None
 
 
-def read_checkpoint(path: Path) -> dict:
-    """A training checkpoint of this project, read onto the CPU with weights_only=True; else one line why not."""
+def load(path: Path) -> Any:
+    """torch.load onto the CPU with weights_only=True (a file cannot run code); one line if it can't be read."""
     if not Path(path).is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+        raise UserError(f"{path} is a folder, not a file" if Path(path).is_dir() else f"{path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of files other programs pickled: the error line says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a torn, foreign or non-PyTorch file: pickle, zip and torch all have their errors
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(err).strip()[:120]})") from None
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A training checkpoint of these lessons (see load()), or one line saying why it is not one."""
+    state = load(path)
     fields = {"model_state_dict": dict, "optimizer_state_dict": dict, "epoch": int, "metrics": list, "args": dict,
               "rng": list}
     wrong = [key for key, kind in fields.items() if not isinstance(state, dict) or not isinstance(state.get(key), kind)]
@@ -404,8 +392,7 @@ def write_metrics(history: list[dict], folder: Path) -> None:
 # --- small helpers -----------------------------------------------------------------------------------
 
 def _plain(value: Any) -> Any:
-    """Flags and metrics as plain Python values (a Path as text, a 0-d tensor as a number): what JSON and
-    weights_only=True take."""
+    """Flags and metrics as what JSON and weights_only=True take (a Path as text, a 0-d tensor as a number)."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -421,24 +408,16 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(iter(model.parameters()), torch.empty(0)).device
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if _distributed() else 1
+def _rank_and_size() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 without torch.distributed)."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
 def _gather(obj: Any) -> list:
     """Every process's `obj`, in rank order (a list of one without torch.distributed)."""
-    if not _distributed():
-        return [obj]
-    objects = [None] * dist.get_world_size()
-    dist.all_gather_object(objects, obj)
+    objects = [obj] * _rank_and_size()[1]
+    if len(objects) > 1:
+        dist.all_gather_object(objects, obj)
     return objects
 
 

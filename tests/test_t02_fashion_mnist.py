@@ -490,7 +490,7 @@ def test_ctrl_c_in_the_first_epoch_leaves_nothing(data_root, tmp_path, monkeypat
     monkeypatch.setattr(torch.optim.SGD, "step", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run(data_root, tmp_path / "run", "--epochs", "1")
-    assert "before any epoch finished: nothing to keep" in capsys.readouterr().out
+    assert "No epoch finished: nothing to keep" in capsys.readouterr().out
     assert not (tmp_path / "run").exists()
 
 
