@@ -140,7 +140,9 @@ def single_run(data_root, tmp_path_factory, single_thread) -> dict:
     return {"out_dir": out_dir, "history": history, **seen}
 
 
-def test_one_process_without_torchrun(single_run):
+def test_one_process_without_torchrun(single_run, data_root):
+    from torchvision import datasets, transforms
+
     history = single_run["history"]
     assert not dist.is_initialized()  # no process group for a single process
     assert [row["epoch"] for row in history] == [1, 2]
@@ -150,11 +152,7 @@ def test_one_process_without_torchrun(single_run):
     ddp.ConvNet().load_state_dict(weights(single_run["out_dir"] / "checkpoint.pt"))  # the plain model's keys
     assert single_run["epochs"] == [1, 2]  # set_epoch: without it [0, 0], the same order every epoch
     assert single_run["reads_while_training"] == []  # whole batches only, while training
-
-
-def test_data_equals_torchvisions_transform(single_run, data_root):
-    from torchvision import datasets, transforms
-
+    # The tensors made once in main() are what ToTensor() + Normalize((0.5,), (0.5,)) give image by image.
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     for part, train in (("train", True), ("test", False)):
         reference = datasets.FashionMNIST(data_root, train=train, transform=transform)
@@ -405,76 +403,54 @@ def test_two_processes_take_the_whole_batchs_step_and_always_leave_the_group(tmp
 
 
 # --- torchrun: 2 processes on one machine, then resumed; 2 "nodes" on localhost ----------------
+# One test, so that pytest-xdist never starts these launches twice (a module fixture runs once per worker).
 
-@pytest.fixture(scope="module")
-def two_nodes(data_root, tmp_path_factory):
-    """Two torchrun launchers, one per "node", meeting at a c10d rendezvous on 127.0.0.1: started, not awaited.
-
-    2 epochs straight; the other runs here train 1 epoch, then resume for the second.
-    """
-    out_dir = tmp_path_factory.mktemp("two-nodes") / "run"
+def start_two_nodes(data_root: Path, out_dir: Path, *flags: str) -> list[subprocess.Popen]:
+    """Two torchrun launchers, one per "node", meeting at a c10d rendezvous on 127.0.0.1: started, not awaited."""
     endpoint = f"127.0.0.1:{free_port()}"
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
-                               "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--nproc-per-node", "1",
-                               str(SCRIPT), "--data-dir", str(data_root), "--out-dir", str(out_dir), "--epochs", "2",
-                               *FLAGS],
-                              cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in (0, 1)]
-    yield out_dir, nodes
-    for node in nodes:
-        node.kill()
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
+                              "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--nproc-per-node", "1",
+                              str(SCRIPT), "--data-dir", str(data_root), "--out-dir", str(out_dir), *flags],
+                             cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for r in (0, 1)]
 
 
-@pytest.fixture(scope="module")
-def torchrun_run(data_root, tmp_path_factory, two_nodes) -> dict:
-    """torchrun, 2 processes: epoch 1, then --resume for epoch 2 (asks for two_nodes first: they train meanwhile)."""
-    runs = tmp_path_factory.mktemp("torchrun-runs")
-    first = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
-                     "--out-dir", str(runs / "run"), "--epochs", "1", *FLAGS)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    files = sorted(p.name for p in (runs / "run").iterdir())
-    resumed = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
-                       "--resume", str(runs / "run" / "checkpoint.pt"), "--epochs", "2", *FLAGS)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    return {"runs": runs, "first": first, "files after epoch 1": files, "resumed": resumed}
+def test_torchrun_one_run_folder_every_image_once_and_a_resume_equals_two_nodes(data_root, tmp_path):
+    """2 processes under torchrun: rank 0 alone prints and writes; epoch 1, then --resume for epoch 2, gives
+    bit for bit what two "machines" with one process each give in 2 epochs straight (each rank resumes with
+    its own random states: its own dropout masks)."""
+    nodes = start_two_nodes(data_root, tmp_path / "two-nodes", "--epochs", "2", *FLAGS)  # they train meanwhile
+    try:
+        runs = tmp_path / "runs"
+        first = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
+                         "--out-dir", str(runs / "run"), "--epochs", "1", *FLAGS)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert [p.name for p in runs.iterdir()] == ["run"]
+        assert {"checkpoint.pt", "metrics.json", "metrics.csv", "train.log", "curves.png"} <= {
+            p.name for p in (runs / "run").iterdir()}
+        out = first.stdout  # rank 0 alone printed: each line once
+        assert out.count("Using device:") == 1 and out.count("Run folder:") == 1
+        assert len(re.findall(r"^Test Accuracy: [\d.]+%$", out, re.M)) == 1
+        assert "2 process(es); global batch 32 = 2 x 16" in out and "Traceback" not in first.stderr
 
+        resumed = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
+                           "--resume", str(runs / "run" / "checkpoint.pt"), "--epochs", "2", *FLAGS)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "Resuming from" in resumed.stdout and "Traceback" not in resumed.stderr
+        history = json.loads((runs / "run" / "metrics.json").read_text(encoding="utf-8"))
+        assert [row["test_images"] for row in history] == [TEST_SIZE, TEST_SIZE]  # not 302: no test image twice
+        # 511 over 2 processes: 255 each, and 1 image waits for the next epoch's shuffle. Padding the shares
+        # instead would deal 1 image twice (and count 512).
+        assert [row["train_images"] for row in history] == [TRAIN_SIZE - 1, TRAIN_SIZE - 1]
+        assert all(row["processes"] == 2 for row in history)
 
-def test_torchrun_two_processes_write_one_run_folder(torchrun_run):
-    runs, first = torchrun_run["runs"], torchrun_run["first"]
-    assert [p.name for p in runs.iterdir()] == ["run"]
-    assert {"checkpoint.pt", "metrics.json", "metrics.csv", "train.log", "curves.png"} <= set(
-        torchrun_run["files after epoch 1"])
-    # Rank 0 alone printed: each line once.
-    assert first.stdout.count("Using device:") == 1 and first.stdout.count("Run folder:") == 1
-    assert len(re.findall(r"^Test Accuracy: [\d.]+%$", first.stdout, re.M)) == 1
-    assert "2 process(es); global batch 32 = 2 x 16" in first.stdout
-    assert "Traceback" not in first.stderr + torchrun_run["resumed"].stderr
-    assert "Resuming from" in torchrun_run["resumed"].stdout
-
-
-def test_torchrun_counts_every_image_once(torchrun_run):
-    history = json.loads((torchrun_run["runs"] / "run" / "metrics.json").read_text(encoding="utf-8"))
-    assert [row["test_images"] for row in history] == [TEST_SIZE, TEST_SIZE]  # not 302: no test image twice
-    # 511 over 2 processes: 255 each, and 1 image waits for the next epoch's shuffle. Padding the shares
-    # instead would deal 1 image twice (and count 512).
-    assert [row["train_images"] for row in history] == [TRAIN_SIZE - 1, TRAIN_SIZE - 1]
-    assert all(row["processes"] == 2 for row in history)
-
-
-def test_torchrun_accuracy_is_close_to_one_process(torchrun_run, single_run):
-    history = json.loads((torchrun_run["runs"] / "run" / "metrics.json").read_text(encoding="utf-8"))
-    # Not identical: batch norm normalises each process's 16 images rather than all 32. Within noise.
-    assert abs(history[-1]["test_accuracy"] - single_run["history"][-1]["test_accuracy"]) < 0.05
-
-
-def test_two_nodes_and_a_resumed_run_train_the_same_weights(two_nodes, torchrun_run):
-    """Two "machines" with one process each, 2 epochs straight, give bit for bit what 2 processes on one
-    machine give in epoch 1 and, resumed, epoch 2: each rank resumes with its own random states."""
-    out_dir, nodes = two_nodes
-    outputs = [node.communicate(timeout=150) for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], [out[1][-2000:] for out in outputs]
-    assert sum(out[0].count("Run folder:") for out in outputs) == 1  # rank 0 (on either node) only
-    resumed = torchrun_run["runs"] / "run"
-    assert max_difference(weights(out_dir / "checkpoint.pt"), weights(resumed / "checkpoint.pt")) == 0
-    history = [json.loads((folder / "metrics.json").read_text(encoding="utf-8")) for folder in (out_dir, resumed)]
-    assert without_timing(history[0]) == without_timing(history[1])
+        outputs = [node.communicate(timeout=150) for node in nodes]
+        assert [node.returncode for node in nodes] == [0, 0], [out[1][-2000:] for out in outputs]
+        assert sum(out[0].count("Run folder:") for out in outputs) == 1  # rank 0 (on either node) only
+        straight = tmp_path / "two-nodes"
+        assert max_difference(weights(straight / "checkpoint.pt"), weights(runs / "run" / "checkpoint.pt")) == 0
+        assert without_timing(json.loads((straight / "metrics.json").read_text(encoding="utf-8"))) == \
+            without_timing(history)
+    finally:
+        for node in nodes:
+            node.kill()
