@@ -138,27 +138,76 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_models_have_the_posts_shapes():
-    assert linear_sizes(fashion_mnist.NeuralNetwork()) == [(784, 512), (512, 512), (512, 10)]
-    assert linear_sizes(fashion_mnist.NeuralNetworkDeep()) == [(784, 1024), (1024, 1024), (1024, 512), (512, 512),
-                                                                (512, 10)]
-    cnn = fashion_mnist.ConvNet()
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in cnn.modules()
-            if isinstance(c, torch.nn.Conv2d)] == [(1, 32, (3, 3)), (32, 64, (3, 3)), (64, 128, (3, 3))]
-    assert linear_sizes(cnn) == [(1152, 512), (512, 512), (512, 10)]
-    assert [m.p for m in cnn.modules() if isinstance(m, torch.nn.Dropout)] == [0.4, 0.4]
-    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in cnn.modules()) == 3
-    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in cnn.modules()) == 2
-    assert count_parameters(fashion_mnist.NeuralNetwork()) == 669_706  # the tutorial's count
+# The posts' own class definitions, as the posts write them (attribute names included). A state_dict
+# saved from them must load into the lesson's classes of the same name with strict=True.
+POSTS_CLASSES = textwrap.dedent("""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(28*28, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+
+    class NeuralNetwork_v1(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(28*28, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+
+    class ConvNeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, kernel_size=3, padding=1)
+            self.batch_norm1 = nn.BatchNorm2d(32)
+            self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+            self.batch_norm2 = nn.BatchNorm2d(64)
+            self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
+            self.batch_norm3 = nn.BatchNorm2d(128)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.fc1 = nn.Linear(128 * 3 * 3, 512)
+            self.batch_norm4 = nn.BatchNorm1d(512)
+            self.fc2 = nn.Linear(512, 512)
+            self.batch_norm5 = nn.BatchNorm1d(512)
+            self.fc3 = nn.Linear(512, 10)
+            self.dropout = nn.Dropout(0.4)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.batch_norm1(self.conv1(x))))
+            x = self.pool(F.relu(self.batch_norm2(self.conv2(x))))
+            x = self.pool(F.relu(self.batch_norm3(self.conv3(x))))
+            x = x.view(-1, 128 * 3 * 3)
+            x = self.dropout(F.relu(self.batch_norm4(self.fc1(x))))
+            x = self.dropout(F.relu(self.batch_norm5(self.fc2(x))))
+            return self.fc3(x)
+""")
 
 
-def test_cnn_has_953066_weights_and_the_posts_convolution_biases_would_make_953290():
-    cnn = fashion_mnist.ConvNet()
-    assert count_parameters(cnn) == 953_066
-    for block in cnn.features:  # the posts' nn.Conv2d(...) keeps its default bias=True
-        conv = block[0]
-        block[0] = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)
-    assert count_parameters(cnn) == 953_290  # the posts' figure: 32 + 64 + 128 biases more
+@pytest.mark.parametrize("name, count", [("NeuralNetwork", 669_706), ("NeuralNetwork_v1", 2_646_026),
+                                         ("ConvNeuralNetwork", 953_290)])
+def test_the_posts_weights_load_strictly_into_the_class_of_the_same_name(name, count):
+    posts = {}
+    exec(POSTS_CLASSES, posts)
+    torch.manual_seed(0)
+    theirs = posts[name]()
+    if name == "ConvNeuralNetwork":  # running statistics too, so that the outputs below can tell them apart
+        theirs.train()(torch.randn(8, 1, 28, 28))
+    ours = getattr(fashion_mnist, name)()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert count_parameters(ours) == count_parameters(theirs) == count
+    if name == "ConvNeuralNetwork":  # the same computation too, in eval mode
+        images = torch.randn(4, 1, 28, 28)
+        assert torch.allclose(ours.eval()(images), theirs.eval()(images), atol=1e-5)
+
+
+def test_the_options_name_the_posts_models():
+    assert {name: model.__name__ for name, model in fashion_mnist.MODELS.items()} == {
+        "mlp": "NeuralNetwork", "mlp-deep": "NeuralNetwork_v1", "cnn": "ConvNeuralNetwork"}
+    assert [m.p for m in fashion_mnist.ConvNeuralNetwork().modules() if isinstance(m, torch.nn.Dropout)] == [0.4]
 
 
 @pytest.mark.parametrize("name", ["mlp", "mlp-deep", "cnn"])
@@ -232,7 +281,8 @@ def test_test_loss_is_the_eval_mode_mean_over_every_image(capsys):
     The CNN has dropout and batch norm, so a test() that forgets model.eval() gives other numbers.
     """
     torch.manual_seed(0)
-    model, loader, loss_fn = fashion_mnist.ConvNet(), small_loader(count=30, batch_size=12), torch.nn.CrossEntropyLoss()
+    model, loader = fashion_mnist.ConvNeuralNetwork(), small_loader(count=30, batch_size=12)
+    loss_fn = torch.nn.CrossEntropyLoss()
     metrics = fashion_mnist.test(model, torch.device("cpu"), loader, loss_fn=loss_fn)
     images, targets = loader.dataset.tensors
     with torch.no_grad():
@@ -296,7 +346,7 @@ def test_model_train_test_and_data_helpers_copy_out_alone_and_the_whole_script_n
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     (folder / "fashion_mnist.py").write_text(SCRIPT.read_text(encoding="utf-8"), encoding="utf-8")
-    code = extract_definitions(SCRIPT, ["NeuralNetwork", "conv_block", "ConvNet", "train", "evaluate", "test",
+    code = extract_definitions(SCRIPT, ["NeuralNetwork", "ConvNeuralNetwork", "train", "evaluate", "test",
                                         "split_validation", "measured_statistics", "normalised"]) + \
         textwrap.dedent("""
         torch.manual_seed(0)
@@ -306,7 +356,7 @@ def test_model_train_test_and_data_helpers_copy_out_alone_and_the_whole_script_n
         mean, std = measured_statistics(train_pixels)
         train_set = normalised(train_pixels, train_labels, mean, std, torch.device("cpu"))
         loader = DataLoader(train_set, batch_size=16, shuffle=True)
-        for model in (NeuralNetwork(), ConvNet()):
+        for model in (NeuralNetwork(), ConvNeuralNetwork()):
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             train_metrics = train(model, torch.device("cpu"), loader, optimizer, loss_fn=nn.CrossEntropyLoss(),
                                   log_interval=2)
@@ -337,7 +387,7 @@ def test_cnn_end_to_end_with_the_posts_output(cnn_run):
     assert [row["train_images"] for row in history] == [480, 480]  # 481: the last batch of one dropped
     assert [row["lr"] for row in history] == [0.01, 0.005]  # StepLR once per epoch: halved after epoch 1
     log = (out_dir / "train.log").read_text()
-    assert "Using device: cpu" in log and "Parameters: 953,066" in log and "ConvNet(" in log
+    assert "Using device: cpu" in log and "Parameters: 953,290" in log and "ConvNeuralNetwork(" in log
     assert re.search(r"Epoch 2 took \d+\.\d s \(training: [\d,]+ images/s\)", log)
     assert re.search(r"Hardest classes: (.+ \d+\.\d%, ){2}.+ \d+\.\d%\n", log)
     for name in ("checkpoint.pt", "metrics.json", "metrics.csv", "curves.png", "predictions.png",
@@ -357,7 +407,7 @@ def test_the_posts_progress_and_test_lines(cnn_run):
 
 def cnn_predictions(cnn_root: Path, out_dir: Path) -> tuple[list[int], list[int]]:
     """The saved CNN's prediction for every test image, and the true classes (from the files themselves)."""
-    model = fashion_mnist.ConvNet()
+    model = fashion_mnist.ConvNeuralNetwork()
     model.load_state_dict(safe_load(out_dir / "fashion_mnist_cnn.pt"))
     pixels = torch.from_numpy(raw_idx(cnn_root, "FashionMNIST", "t10k-images-idx3-ubyte").copy())
     with torch.no_grad():
@@ -385,7 +435,7 @@ def test_confusion_matrix_is_the_final_models_test_predictions_per_true_class(cn
     np.add.at(counts, (truth, predicted), 1)
     (title, rates), _colorbar = shown["confusion_matrix.png"]
     assert np.allclose(rates, counts / np.maximum(counts.sum(1, keepdims=True), 1))  # rows: true classes
-    assert title == f"ConvNet on fashion-mnist: {100 * history[-1]['test_accuracy']:.2f}% test accuracy"
+    assert title == f"ConvNeuralNetwork on fashion-mnist: {100 * history[-1]['test_accuracy']:.2f}% test accuracy"
 
 
 @pytest.mark.usefixtures("no_figures")
@@ -435,7 +485,7 @@ def test_diverging_run_stops_with_one_line_and_leaves_nothing(data_root, tmp_pat
 def test_every_run_writes_a_checkpoint_with_the_posts_entries(cnn_run):
     out_dir, history, _ = cnn_run
     state = safe_load(out_dir / "checkpoint.pt")
-    assert state["epoch"] == 2 and state["model_class"] == "ConvNet"
+    assert state["epoch"] == 2 and state["model_class"] == "ConvNeuralNetwork"
     assert {"model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "args", "metrics", "loss"} <= set(state)
     assert state["metrics"][-1]["train_loss"] == history[-1]["train_loss"] == state["loss"]  # the post's `loss`
     assert state["args"]["model"] == "cnn" and state["scheduler_state_dict"]["last_epoch"] == 2
@@ -443,9 +493,9 @@ def test_every_run_writes_a_checkpoint_with_the_posts_entries(cnn_run):
 
 def test_saved_model_reloads_to_identical_outputs(cnn_run):
     out_dir, _, _ = cnn_run
-    reloaded = fashion_mnist.ConvNet()
+    reloaded = fashion_mnist.ConvNeuralNetwork()
     reloaded.load_state_dict(safe_load(out_dir / "fashion_mnist_cnn.pt"))
-    trained = fashion_mnist.ConvNet()
+    trained = fashion_mnist.ConvNeuralNetwork()
     trained.load_state_dict(safe_load(out_dir / "checkpoint.pt")["model_state_dict"])
     images = torch.randn(8, 1, 28, 28)
     assert torch.equal(reloaded.eval()(images), trained.eval()(images))
