@@ -16,7 +16,7 @@ W processes train the model one process would, with the same --lr. The DDP steps
 init_process_group (join_process_group), DistributedSampler and set_epoch (main), DDP(model)
 (main), all_reduce of the metrics (train, test), destroy_process_group (main, on every way out).
 Only rank 0 prints and writes the run folder; its checkpoint.pt holds the plain model's weights,
-which T02's ConvNet loads.
+which T02's ConvNeuralNetwork loads.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ except ModuleNotFoundError as err:
     if not (err.name or "").startswith("common"):
         raise
     sys.exit("error: this script needs the repository's common/ folder (clone the whole repository). "
-             "ConvNet, train() and test() alone copy out without it.")
+             "ConvNeuralNetwork, train() and test() alone copy out without it.")
 
 # The posts normalise with mean 0.5 and std 0.5, as T02 does: pixels 0..1 become -1..1.
 POSTS_MEAN, POSTS_STD = 0.5, 0.5
@@ -53,34 +53,42 @@ POSTS_MEAN, POSTS_STD = 0.5, 0.5
 
 # --- The model: T02's CNN, unchanged ----------------------------------------------------------
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 convolution, batch norm, ReLU, then a 2x2 max-pool that halves the height and width."""
-    return nn.Sequential(
-        # padding=1 keeps the size (28 -> 28). bias=False because the batch norm right after
-        # subtracts the mean anyway, which would cancel any bias.
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-    )
+class ConvNeuralNetwork(nn.Module):
+    """T02's CNN, the post's ConvNeuralNetwork: three conv blocks (32, 64, 128 channels), then 1152 -> 512 -> 512 -> 10.
 
+    Each conv block is 3x3 convolution, batch norm, ReLU and a 2x2 max-pool; each hidden linear
+    layer is followed by batch norm, ReLU and dropout. The layers carry the post's names, so a
+    state_dict saved from the post's class loads here as it is.
+    """
 
-class ConvNet(nn.Module):
-    """Three conv blocks (32, 64, 128 channels), then 1152 -> 512 -> 512 -> 10 with batch norm and dropout."""
-
-    def __init__(self, dropout: float = 0.4) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        # Each block halves the image: 28x28 -> 14x14 -> 7x7 -> 3x3 (pooling rounds down).
-        self.features = nn.Sequential(conv_block(1, 32), conv_block(32, 64), conv_block(64, 128))
-        self.classifier = nn.Sequential(
-            nn.Flatten(),  # 128 channels x 3 x 3 = 1152 numbers per image
-            nn.Linear(128 * 3 * 3, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(512, 10),
-        )
+        # padding=1 keeps the size (28 -> 28); each pool halves it: 28 -> 14 -> 7 -> 3 (rounding down).
+        # The convolutions keep their bias, as in the post, though the batch norm right after
+        # subtracts the mean and so cancels it: 32 + 64 + 128 = 224 weights that learn nothing.
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=3, padding=1)
+        self.batch_norm1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        self.batch_norm2 = nn.BatchNorm2d(64)
+        self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
+        self.batch_norm3 = nn.BatchNorm2d(128)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(128 * 3 * 3, 512)  # 128 channels x 3 x 3 = 1152 numbers per image
+        self.batch_norm4 = nn.BatchNorm1d(512)
+        self.fc2 = nn.Linear(512, 512)
+        self.batch_norm5 = nn.BatchNorm1d(512)
+        self.fc3 = nn.Linear(512, 10)
+        self.dropout = nn.Dropout(0.4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        x = self.pool(torch.relu(self.batch_norm1(self.conv1(x))))
+        x = self.pool(torch.relu(self.batch_norm2(self.conv2(x))))
+        x = self.pool(torch.relu(self.batch_norm3(self.conv3(x))))
+        x = torch.flatten(x, 1)  # (N, 128, 3, 3) -> (N, 1152)
+        x = self.dropout(torch.relu(self.batch_norm4(self.fc1(x))))
+        x = self.dropout(torch.relu(self.batch_norm5(self.fc2(x))))
+        return self.fc3(x)  # logits: CrossEntropyLoss applies log-softmax itself
+
 
 
 # --- Training and testing: each process on its share, then the sums over all -------------------
@@ -311,7 +319,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False)
 
         # 2. Model, loss, optimizer: T02's. The optimizer holds the plain model's weights, which DDP shares.
-        model = ConvNet().to(device)
+        model = ConvNeuralNetwork().to(device)
         if args.sync_bn:  # batch norm over the global batch: its statistics are all-reduced every step
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         loss_fn = nn.CrossEntropyLoss()
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                       epochs=args.epochs, log_interval=args.log_interval, dry_run=args.dry_run)
                 test_metrics = test(model, device, test_loader, loss_fn=loss_fn, dry_run=args.dry_run)
                 run.end_epoch(train_metrics, test_metrics, processes=world_size)
-            run.save_curves(f"ConvNet on FashionMNIST, {world_size} process(es)")
+            run.save_curves(f"ConvNeuralNetwork on FashionMNIST, {world_size} process(es)")
             if args.save_model:
                 run.save_weights("fashion_mnist_cnn_ddp.pt")
         if dist.is_initialized():

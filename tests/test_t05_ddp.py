@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from common import cli
+from T02_fashion_mnist import fashion_mnist
 from T05_ddp_torchrun import ddp_fashion_mnist as ddp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +150,8 @@ def test_one_process_without_torchrun(single_run, data_root):
     assert all(row["processes"] == 1 and row["test_images"] == TEST_SIZE for row in history)
     assert all(row["train_images"] == TRAIN_SIZE for row in history)
     assert history[-1]["test_accuracy"] > 0.8  # the stand-in classes are learnable
-    ddp.ConvNet().load_state_dict(weights(single_run["out_dir"] / "checkpoint.pt"))  # the plain model's keys
+    # The plain model's keys, which T02's ConvNeuralNetwork (the post's class, same name, same layers) loads.
+    fashion_mnist.ConvNeuralNetwork().load_state_dict(weights(single_run["out_dir"] / "checkpoint.pt"), strict=True)
     assert single_run["epochs"] == [1, 2]  # set_epoch: without it [0, 0], the same order every epoch
     assert single_run["reads_while_training"] == []  # whole batches only, while training
     # The tensors made once in main() are what ToTensor() + Normalize((0.5,), (0.5,)) give image by image.
@@ -255,7 +257,8 @@ def small_loader(count: int = 96, batch_size: int = 32) -> DataLoader:
 def test_train_takes_each_batchs_gradient_in_training_mode_and_test_evaluates(one_thread, capsys):
     """Catches a missing zero_grad(), a wrong mode, and a test loss that is not the mean over every image."""
     torch.manual_seed(0)
-    model, loader = ddp.ConvNet(dropout=0.0), small_loader()  # no dropout: the gradients can be recomputed
+    model, loader = ddp.ConvNeuralNetwork(), small_loader()
+    model.dropout.p = 0.0  # no dropout: the gradients can be recomputed
     modes, optimizer = record_modes(model), RecordingSGD(model.parameters())
     model.eval()  # left in the wrong mode on purpose: train() must switch
     metrics = ddp.train(model, torch.device("cpu"), loader, optimizer, loss_fn=torch.nn.CrossEntropyLoss())
@@ -276,13 +279,13 @@ def test_train_takes_each_batchs_gradient_in_training_mode_and_test_evaluates(on
 
 
 def test_model_train_and_test_copy_out_alone(tmp_path):
-    code = extract_definitions(SCRIPT, ["conv_block", "ConvNet", "train", "test"]) + textwrap.dedent("""
+    code = extract_definitions(SCRIPT, ["ConvNeuralNetwork", "train", "test"]) + textwrap.dedent("""
         torch.manual_seed(0)
         images = torch.randn(256, 1, 28, 28)
         targets = (images.mean(dim=(1, 2, 3)) > 0).long()  # a rule the network can learn
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=32,
                                              shuffle=True)
-        model = ConvNet()
+        model = ConvNeuralNetwork()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         losses = [train(model, torch.device("cpu"), loader, optimizer, loss_fn=nn.CrossEntropyLoss(), epoch=epoch,
                         epochs=3, log_interval=8)["train_loss"] for epoch in (1, 2, 3)]
