@@ -15,10 +15,12 @@ The shape follows pytorch/examples' mnist/main.py: model, train(), test(), main(
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 import torch
 import torch.nn.functional as F
 from torch import nn, optim

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -107,8 +108,11 @@ def _seed(text: str) -> int:
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Run main(): a UserError becomes one line on stderr and exit code 2, Ctrl-C exit code 130.
-    Under torchrun every process exits with the same code, and only process 0 says why."""
+    """Run main(): a UserError becomes one line on stderr and exit code 2; Ctrl-C and SIGTERM exit code 130
+    (a second one while the run tidies up is ignored); a closed console (`| head`) ends quietly, a full one
+    with one line. Under torchrun every process exits with the same code, and only process 0 says why."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         main()
     except UserError as err:
@@ -119,3 +123,15 @@ def run_main(main: Callable[[], object]) -> None:
         if is_rank_zero():
             print("Interrupted.", file=sys.stderr, flush=True)
         sys.exit(130)
+    except OSError as err:  # the console itself: `| head` closed it (BrokenPipeError), `> /dev/full` filled it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # leaves nothing to fail at exit
+        if not isinstance(err, BrokenPipeError):  # a reader who has seen enough needs no message
+            print(f"error: {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr, flush=True)
+        sys.exit(141 if isinstance(err, BrokenPipeError) else 2)  # 141: as a Unix tool that SIGPIPE stopped
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: stop the way Ctrl-C does, once (a second one must not cut the tidying-up short)."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+    raise KeyboardInterrupt

@@ -405,3 +405,29 @@ def test_curves_have_whole_epoch_ticks_only(tmp_path, monkeypatch, epochs):
         assert shown and labels
         assert all(float(tick).is_integer() for tick in shown), shown
         assert all(re.fullmatch(r"\d+", label) for label in labels), labels
+
+
+def test_resuming_with_a_read_only_train_log_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    """Issue 18 #14. Stands in for `chmod 444 train.log` (tests run as root): appending to it fails."""
+    import builtins
+
+    train_run(make_args(tmp_path / "run", epochs=1))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    real_open = builtins.open
+
+    def read_only_log(file, mode="r", *args, **kwargs):
+        if Path(file).name == "train.log" and "a" in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only_log)
+    with pytest.raises(cli.UserError, match=r"could not write .*train.log: Permission denied") as error:
+        train_run(make_args(None, epochs=2, resume=tmp_path / "run" / "checkpoint.pt"))
+    assert "\n" not in str(error.value)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_an_out_dir_name_too_long_for_the_file_system_is_one_line(tmp_path):
+    """Issue 18 #14: a 300-character folder name."""
+    with pytest.raises(cli.UserError, match="cannot create the run folder .*: File name too long"):
+        train_run(make_args(tmp_path / ("a" * 300)))
