@@ -18,10 +18,12 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 try:
     import torch
 except (ImportError, OSError) as err:  # nothing else can be checked without torch: say so and stop

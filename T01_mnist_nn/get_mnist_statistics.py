@@ -12,9 +12,11 @@ images, after ToTensor has scaled them to 0..1. This script measures them with t
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 
 import torch

@@ -16,9 +16,11 @@ network saw.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 import numpy as np
 import torch
 

@@ -42,10 +42,12 @@ import csv
 import io
 import itertools
 import json
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` and `T02_fashion_mnist` import
 
 from torchvision import datasets

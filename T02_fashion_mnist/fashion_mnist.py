@@ -24,10 +24,12 @@ compare_hyperparameters.py runs this script once per configuration of the posts'
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 import torch
 from torch import nn, optim
 from torch.optim.lr_scheduler import StepLR

@@ -17,10 +17,12 @@ model, train(), test(), main(). The README has a table of what changed.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 import matplotlib.pyplot as plt
 import torch
 from torch import nn, optim

@@ -13,9 +13,11 @@ LeNet gets about 61% of CIFAR-10's own test images right, and why it often guess
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 import numpy as np
 import torch
 from PIL import Image

@@ -18,10 +18,12 @@ import argparse
 import csv
 import math
 import random
+import signal
 import sys
 import warnings
 from pathlib import Path
 
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 
 import numpy as np
