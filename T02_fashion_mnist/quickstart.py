@@ -1,18 +1,29 @@
 """T02 · The official PyTorch quickstart on FashionMNIST, as the Dataset/DataLoader post walks through it.
 
-PyTorch's "Learn the Basics" recipe, step by step: FashionMNIST with ToTensor() only (no
-Normalize), DataLoaders of 64 images, the 784-512-512-10 NeuralNetwork, CrossEntropyLoss,
-plain SGD at lr 1e-3 (no momentum), and 5 epochs of train_loop() and test_loop(), printing
-exactly what the tutorial prints:
+PyTorch's "Learn the Basics" Quickstart, start to end: FashionMNIST with ToTensor() only
+(no Normalize), DataLoaders of 64 images, the 784-512-512-10 NeuralNetwork, CrossEntropyLoss,
+plain SGD at lr 1e-3 (no momentum), 5 epochs of training and testing, then the Quickstart's
+ending: save the weights, load them into a new NeuralNetwork and predict the first test image.
+It prints what the Quickstart prints, in its formats (the numbers are this run's):
 
+    Shape of X [N, C, H, W]: torch.Size([64, 1, 28, 28])
+    Shape of y: torch.Size([64]) torch.int64
+    Using cpu device
+    NeuralNetwork(...)
     Epoch 1
     -------------------------------
-    loss: 2.302969  [   64/60000]
+    loss: ...  [   64/60000]
     ...
     Test Error:
-     Accuracy: 41.2%, Avg loss: 2.151679
+     Accuracy: ...%, Avg loss: ...
 
     Done!
+    Saved PyTorch Model State to runs/quickstart-.../model.pth
+    Predicted: "...", Actual: "..."
+
+The training and test functions are the "Optimizing Model Parameters" page's train_loop() and
+test_loop() (the Quickstart page calls its own train() and test()), as the Dataset/DataLoader
+post walks through them. Each difference from the two pages is named in T02's README.
 
     python T02_fashion_mnist/quickstart.py                    # the tutorial's run: 5 epochs, best device
     python T02_fashion_mnist/quickstart.py --epochs 1 --no-cuda
@@ -47,6 +58,9 @@ except ModuleNotFoundError as err:
         raise
     sys.exit("error: this script needs the repository's common/ folder (clone the whole repository). "
              "NeuralNetwork, train_loop() and test_loop() alone copy out without it.")
+
+# The Quickstart's list of FashionMNIST's class names, label 0 to 9 (torchvision's .classes is the same list).
+classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 class NeuralNetwork(nn.Module):
@@ -88,6 +102,8 @@ def train_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, opt
         pred = model(X)
         loss = loss_fn(pred, y)  # the batch's average loss
 
+        # The pages' order today: backward, step, then zero_grad. (The post clears first: zero_grad,
+        # backward, step. Either way each step uses this batch's gradients alone.)
         loss.backward()  # compute d(loss)/d(weight) for every weight
         optimizer.step()  # move each weight a little against its gradient
         optimizer.zero_grad()  # gradients add up across backward() calls: clear them for the next batch
@@ -116,7 +132,9 @@ def test_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, *, d
             loss = loss_fn(pred, y).item()  # this batch's average loss
             batch_loss_sum += loss
             image_loss_sum += loss * len(X)
-            correct += (pred.argmax(1) == y).sum().item()  # the class with the highest score
+            # The class with the highest score. The pages write (...).type(torch.float).sum(); summing the
+            # booleans counts them already, as a whole number.
+            correct += (pred.argmax(1) == y).sum().item()
             batches += 1
             seen += len(X)
             if dry_run:
@@ -132,6 +150,23 @@ def test_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, *, d
             "test_images": seen}
 
 
+def save_load_and_predict(run: TrainingRun, test_data: TensorDataset, device: torch.device) -> str:
+    """The Quickstart's ending: save the weights, load them into a new model, predict the first test image."""
+    # The Quickstart saves model.pth in the current folder; we save it in the run's folder, with the rest.
+    path = run.save_weights("model.pth")
+    run.log(f"Saved PyTorch Model State to {path}")
+    model = NeuralNetwork().to(device)
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    model.eval()
+    x, y = test_data[0][0], test_data[0][1]
+    with torch.no_grad():
+        x = x.to(device)
+        pred = model(x)
+        predicted, actual = classes[pred[0].argmax(0)], classes[y]
+        run.log(f'Predicted: "{predicted}", Actual: "{actual}"')
+    return predicted
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description="T02: the official PyTorch quickstart on FashionMNIST.")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, metavar="N",
@@ -144,8 +179,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print the training loss every N batches (default: 100)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train on one batch and test on one batch, to check that everything runs")
-    parser.add_argument("--save-model", action="store_true",
-                        help="save the trained weights (state dict) as quickstart_model.pt in the run folder")
     parser.add_common_flags()  # --seed, --device/--no-cuda/--no-mps, --data-dir, --out-dir, --resume, --show
     return parser.parse_args(argv)
 
@@ -173,9 +206,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     train_sampler = BatchSampler(RandomSampler(training_data, generator=generator), args.batch_size, drop_last=False)
     train_dataloader = DataLoader(training_data, sampler=train_sampler, batch_size=None)
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size, shuffle=False)
+    for X, y in test_dataloader:  # the Quickstart's look at one batch
+        print(f"Shape of X [N, C, H, W]: {X.shape}")
+        print(f"Shape of y: {y.shape} {y.dtype}")
+        break
+    print(f"Using {device.type} device")
 
     # 2. Model, loss and optimizer: raw scores (logits) into CrossEntropyLoss, plain SGD without momentum.
     model = NeuralNetwork().to(device)
+    print(model)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
 
@@ -190,11 +229,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             run.end_epoch(train_metrics, test_metrics)
         run.log("Done!")
         run.save_curves("The quickstart's NeuralNetwork on FashionMNIST")
-        if args.save_model:
-            # The tutorial saves "model.pth"; we use .pt, PyTorch's usual extension (.pth is also the
-            # extension of Python's path-configuration files), and a name that says which script made it.
-            # Load it back with model.load_state_dict(torch.load(path, weights_only=True)).
-            run.save_weights("quickstart_model.pt")
+        save_load_and_predict(run, test_data, device)  # model.pth, then one prediction from a new model
     return run.history
 
 

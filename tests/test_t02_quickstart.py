@@ -60,10 +60,16 @@ def user_error(argv: list[str], capsys) -> str:
     return err
 
 
-def test_prints_the_tutorials_lines(fashion_root, tmp_path, capsys):
-    history = run(fashion_root, tmp_path, "--epochs", "2", "--save-model")
+def test_prints_the_quickstarts_whole_story(fashion_root, tmp_path, capsys):
+    """Line by line: the first batch's shapes, the device, the model, the epochs, Done!, the saved weights
+    and the prediction of a new model loaded from them."""
+    history = run(fashion_root, tmp_path, "--epochs", "2")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("Using device: cpu")
+    assert lines[:3] == ["Shape of X [N, C, H, W]: torch.Size([64, 1, 28, 28])",
+                         "Shape of y: torch.Size([64]) torch.int64", "Using cpu device"]
+    model_lines = str(quickstart.NeuralNetwork()).splitlines()
+    assert lines[3:3 + len(model_lines)] == model_lines  # print(model)
+    assert lines[3 + len(model_lines)].startswith("Using device: cpu | torch ")  # the run's own line, with versions
     for epoch in (1, 2):
         start = lines.index(f"Epoch {epoch}")
         header, loss, test_error, accuracy, blank, took = lines[start + 1:start + 7]
@@ -75,18 +81,67 @@ def test_prints_the_tutorials_lines(fashion_root, tmp_path, capsys):
         assert float(found.group(1)) == round(100 * history[epoch - 1]["test_accuracy"], 1)
         assert blank == ""
         assert took.startswith(f"Epoch {epoch} took ")
-    assert lines[-2] == "Done!"  # last before the run folder's line
+    assert lines[-4:-1] == ["Done!", f"Saved PyTorch Model State to {tmp_path / 'model.pth'}",
+                            f'Predicted: "{predicted_first_test_image(fashion_root, tmp_path / "model.pth")}", '
+                            f'Actual: "{FASHION_CLASSES[raw_test_labels(fashion_root)[0]]}"']
     assert lines[-1].startswith(f"Run folder: {tmp_path} (")
 
     # The run folder: the run's files, the weights under their own name, metrics = history.
-    for name in ("checkpoint.pt", "metrics.json", "metrics.csv", "train.log", "curves.png", "quickstart_model.pt"):
+    for name in ("checkpoint.pt", "metrics.json", "metrics.csv", "train.log", "curves.png", "model.pth"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "metrics.json").read_text()) == history
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[-1]["test_images"] == 200 and history[-1]["train_images"] == 640
     assert "Done!" in (tmp_path / "train.log").read_text()
+    saved = torch.load(tmp_path / "model.pth", weights_only=True)  # the trained weights, as a state dict
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model_state_dict"]
+    assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
+
+
+def test_a_new_model_loaded_from_model_pth_predicts_the_first_test_image(fashion_root, tmp_path, monkeypatch,
+                                                                          capsys):
+    """The prediction must come from the saved weights, not from the model that trained or a fresh one."""
+    real_load = quickstart.torch.load
+    loaded = []
+
+    def tampered_load(path, *args, **kwargs):  # the file's weights, every one moved: another prediction
+        state = real_load(path, *args, **kwargs)
+        loaded.append(Path(path))
+        return {k: v + 10 * torch.randn_like(v) for k, v in state.items()}
+
+    monkeypatch.setattr(quickstart.torch, "load", tampered_load)
+    torch.manual_seed(3)
+    made = [quickstart.NeuralNetwork(), quickstart.NeuralNetwork()]  # the model that trains, then the new one
+    monkeypatch.setattr(quickstart, "NeuralNetwork", lambda: made.pop(0))
+    real = made[1]
+    run(fashion_root, tmp_path, "--epochs", "1")
+    monkeypatch.undo()
+    assert loaded == [tmp_path / "model.pth"]
+    with torch.no_grad():
+        image = (torch.from_numpy(raw_test_images(fashion_root)[:1].copy()).float() / 255).unsqueeze(1)
+        expected = FASHION_CLASSES[real.eval()(image).argmax(1).item()]
+    assert f'Predicted: "{expected}", ' in capsys.readouterr().out
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
+def raw_test_labels(root: Path) -> np.ndarray:
+    return np.frombuffer((root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").read_bytes(), np.uint8, offset=8)
+
+
+def raw_test_images(root: Path) -> np.ndarray:
+    raw = (root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def predicted_first_test_image(root: Path, weights: Path) -> str:
     model = quickstart.NeuralNetwork()
-    model.load_state_dict(torch.load(tmp_path / "quickstart_model.pt", weights_only=True))
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    image = (torch.from_numpy(raw_test_images(root)[:1].copy()).float() / 255).unsqueeze(1)
+    with torch.no_grad():
+        return FASHION_CLASSES[model.eval()(image).argmax(1).item()]
 
 
 def test_learns_above_chance_with_a_larger_lr(fashion_root, tmp_path, capsys):
@@ -195,7 +250,7 @@ def test_resume_with_other_settings_names_each(fashion_root, tmp_path, capsys):
 
 def test_diverging_run_stops_and_saves_nothing(fashion_root, tmp_path, capsys):
     err = user_error(["--data-dir", str(fashion_root), "--out-dir", str(tmp_path / "run"), "--no-accel",
-                      "--lr", "3e38", "--epochs", "2", "--save-model"], capsys)
+                      "--lr", "3e38", "--epochs", "2"], capsys)
     assert "training diverged in epoch 1" in err and "smaller --lr" in err
     assert not (tmp_path / "run").exists()  # no NaN weights, no checkpoint, no half-made folder
 
