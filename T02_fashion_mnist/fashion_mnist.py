@@ -422,9 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.patience and not args.val_size:
         parser.error("--patience needs --val-size: early stopping watches the accuracy on validation images, "
                      "never on the test set")
-    if args.val_size and args.val_size >= TRAINING_IMAGES:
-        parser.error(f"--val-size {args.val_size}: the training set has {TRAINING_IMAGES:,} images, and some "
-                     "must be left to train on; hold out fewer")
+    if args.val_size and args.val_size > TRAINING_IMAGES - 2:  # batch norm needs a batch of two
+        parser.error(f"--val-size {args.val_size}: the training set has {TRAINING_IMAGES:,} images, and at "
+                     "least 2 must be left to train on; hold out fewer")
     if args.model == "cnn" and args.batch_size == 1:
         parser.error("--model cnn needs --batch-size 2 or more: batch norm normalises each training batch by its "
                      "own mean and variance, which a batch of one image does not have")
@@ -450,8 +450,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # Always shuffle the training set, never the test set. The sampler hands the loader a batch of shuffled
     # indices, and batch_size=None passes the dataset's answer (one indexing operation) straight through: the
     # batches of DataLoader(train_set, batch_size, shuffle=True) without a call per image and a stack per step.
-    sampler = BatchSampler(RandomSampler(train_set, generator=generator), args.batch_size,
-                           drop_last=len(train_set) % args.batch_size == 1)  # batch norm can't train on 1 image
+    sampler = BatchSampler(RandomSampler(train_set, generator=generator), args.batch_size,  # batch norm can't
+                           drop_last=len(train_set) % args.batch_size == 1 < len(train_set))  # use a lone last image
     train_loader = DataLoader(train_set, sampler=sampler, batch_size=None)
     test_loader = DataLoader(test_set, batch_size=args.test_batch_size, shuffle=False)
     val_loader = DataLoader(normalised(*val_part, args.mean, args.std, device), batch_size=args.test_batch_size,

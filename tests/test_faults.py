@@ -259,3 +259,22 @@ def test_folder_where_no_file_may_be_created(tmp_path, monkeypatch):
     message = load_error(tmp_path)
     plain = raw / "train-images-idx3-ubyte"
     assert message == f"cannot unpack train-images-idx3-ubyte.gz into {plain}: Permission denied"
+
+
+# --- 5. T02: a validation split that leaves (almost) nothing to train on (issue 18 #15) -------------
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_a_validation_split_leaving_fewer_than_a_batch_trains_or_is_refused(tmp_path, capsys, model):
+    from T02_fashion_mnist import fashion_mnist
+
+    stand_in_data.write_mnist(tmp_path / "data", "FashionMNIST", train_size=100, test_size=20)
+    flags = ["--data-dir", str(tmp_path / "data"), "--epochs", "1", "--no-accel", "--model", model]
+    history = fashion_mnist.main([*flags, "--val-size", "98", "--out-dir", str(tmp_path / "two")])
+    assert history[0]["train_images"] == 2  # fewer than one batch of 64: trained, not dropped
+    if model == "mlp":  # no batch norm: even one image trains
+        history = fashion_mnist.main([*flags, "--val-size", "99", "--out-dir", str(tmp_path / "one")])
+        assert history[0]["train_images"] == 1
+    with pytest.raises(SystemExit) as exit_info:  # the real datasets' 60,000 training images
+        fashion_mnist.parse_args(["--model", model, "--val-size", "59999"])
+    assert exit_info.value.code == 2
+    assert "at least 2 must be left to train on" in capsys.readouterr().err
