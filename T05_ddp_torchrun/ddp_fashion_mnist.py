@@ -245,7 +245,11 @@ def download_once_per_machine(data_dir: Path | None) -> Path:
         if dist.is_initialized():  # every process learns of every error; the others wait here for the first
             errors = [None] * dist.get_world_size()
             dist.all_gather_object(errors, error)
-            error = next((e for e in errors if e is not None), None)
+            failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+            if failed:
+                rank, error = failed[0]
+                if rank != dist.get_rank():
+                    error.args = (f"(rank {rank}) {error}",)  # rank 0 says it: name the process that met it
         if error is not None:
             raise error
     return root

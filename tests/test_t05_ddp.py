@@ -7,6 +7,7 @@ an image dealt twice (DistributedSampler's padding) would show in the counts.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from common import cli
+from common.run import TrainingRun
 from T02_fashion_mnist import fashion_mnist
 from T05_ddp_torchrun import ddp_fashion_mnist as ddp
 
@@ -246,6 +248,48 @@ def test_a_failure_under_torchrun_is_one_line_and_quick(data_root, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_other_ranks_are_quiet_write_nothing_and_resume(tmp_path, monkeypatch, capsys):
+    """TrainingRun(is_main=False), as ranks 1.. make it: no line printed, no file written, and a resume
+    that loads the weights, the optimizer and the history rank 0 saved."""
+    def make(out_dir, resume=None, main=True):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        args = argparse.Namespace(out_dir=out_dir, epochs=2, resume=resume, dry_run=False, show=False, lr=0.1,
+                                  seed=1)
+        return model, optimizer, TrainingRun("t05", args, model, optimizer, must_match=["lr"], is_main=main)
+
+    def train_epochs(model, optimizer, run):
+        for _ in run.epochs():
+            optimizer.zero_grad()
+            model(torch.ones(4, 3)).sum().backward()
+            optimizer.step()
+            run.end_epoch({"train_loss": 1.0}, {"test_loss": 1.0})
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # a quiet rank has no run folder: nothing may land here either
+    model, optimizer, run = make(tmp_path / "quiet", main=False)
+    with run:
+        train_epochs(model, optimizer, run)
+        run.save_curves("x")
+        run.save_weights("w.pt")
+    assert capsys.readouterr().out == "" and not (tmp_path / "quiet").exists()
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert [row["epoch"] for row in run.history] == [1, 2]
+    model, optimizer, run = make(tmp_path / "main")  # rank 0: a checkpoint after epoch 1
+    run.args.epochs = 1
+    with run:
+        train_epochs(model, optimizer, run)
+    capsys.readouterr()
+    other, other_optimizer, run = make(None, resume=tmp_path / "main" / "checkpoint.pt", main=False)
+    with run:
+        assert run.done == 1 and len(run.history) == 1
+        assert torch.equal(other.weight, model.weight) and other_optimizer.state_dict()["state"]  # momentum too
+    assert capsys.readouterr().out == ""
+    assert sorted(p.name for p in (tmp_path / "main").iterdir()) == ["checkpoint.pt", "metrics.csv", "metrics.json",
+                                                                      "train.log"]
+
+
 # --- The lesson's train() and test() --------------------------------------------------------
 
 def small_loader(count: int = 96, batch_size: int = 32) -> DataLoader:
@@ -397,10 +441,12 @@ def test_two_processes_take_the_whole_batchs_step_and_always_leave_the_group(tmp
         assert said[rank]["train"]["train_loss"] == pytest.approx(whole_loss.item(), rel=1e-5)
     # Every way out stopped both processes and left the process group.
     for case, words in (("diverged", "Diverged: training diverged in epoch 1"),
-                        ("no data", "UserError: FashionMNIST is not in "), ("ctrl-c", "KeyboardInterrupt")):
+                        ("no data", "FashionMNIST is not in "), ("ctrl-c", "KeyboardInterrupt")):
         for rank in (0, 1):
-            assert said[rank][case]["outcome"].startswith(words) and said[rank][case]["group left"], (case, rank)
-    assert all("empty" in said[rank]["no data"]["outcome"] for rank in (0, 1))  # rank 1's error, on rank 0 too
+            assert words in said[rank][case]["outcome"] and said[rank][case]["group left"], (case, rank)
+    # The data missing on the second machine: rank 0 (which prints) names the process and the folder.
+    assert said[0]["no data"]["outcome"].startswith("UserError: (rank 1) FashionMNIST is not in ")
+    assert all("empty" in said[rank]["no data"]["outcome"] for rank in (0, 1))
     # A seed per process (--seed + rank), so the two draw different dropout masks.
     assert [said[rank]["diverged"]["seed"] for rank in (0, 1)] == [1, 2]
 
