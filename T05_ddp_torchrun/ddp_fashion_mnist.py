@@ -223,8 +223,14 @@ def join_process_group(args: argparse.Namespace) -> tuple[int, int, torch.device
     # Every process connects to the rendezvous torchrun set up (MASTER_ADDR:MASTER_PORT) and learns
     # of the others. nccl talks between NVIDIA GPUs, gloo between CPUs. The timeout bounds how long
     # a collective operation (all_reduce, broadcast, ...) waits for a process that never comes.
-    dist.init_process_group(args.backend or ("nccl" if device.type == "cuda" else "gloo"), rank=rank,
-                            world_size=world_size, timeout=datetime.timedelta(seconds=args.timeout))
+    try:
+        dist.init_process_group(args.backend or ("nccl" if device.type == "cuda" else "gloo"), rank=rank,
+                                world_size=world_size, timeout=datetime.timedelta(seconds=args.timeout))
+    except (RuntimeError, ValueError) as err:  # started by hand: no MASTER_ADDR, a busy MASTER_PORT, ...
+        print(f"error: cannot join the process group ({str(err).strip().splitlines()[-1][:160]}): start the "
+              "processes with torchrun, which sets RANK, WORLD_SIZE, MASTER_ADDR and a free MASTER_PORT",
+              file=sys.stderr)
+        sys.exit(2)
     return rank, world_size, device
 
 

@@ -278,3 +278,21 @@ def test_a_validation_split_leaving_fewer_than_a_batch_trains_or_is_refused(tmp_
         fashion_mnist.parse_args(["--model", model, "--val-size", "59999"])
     assert exit_info.value.code == 2
     assert "at least 2 must be left to train on" in capsys.readouterr().err
+
+
+# --- 6. T05 started by hand, without torchrun (issue 18 #16) -----------------------------------------
+
+def test_t05_started_by_hand_with_a_busy_master_port_is_one_line_naming_torchrun(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(busy.getsockname()[1]), "OMP_NUM_THREADS": "1"}
+        result = subprocess.run([sys.executable, str(REPO / "T05_ddp_torchrun" / "ddp_fashion_mnist.py"),
+                                 "--no-accel", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run")],
+                                env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "start the processes with torchrun" in result.stderr
+    assert "address already in use" in result.stderr and not (tmp_path / "run").exists()
