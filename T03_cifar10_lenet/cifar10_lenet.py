@@ -110,14 +110,18 @@ def test(model: nn.Module, device: torch.device, test_loader: DataLoader, *, los
     model.eval()  # evaluation mode: dropout off, batch norm uses its running statistics
     loss_sum = torch.zeros((), device=device)
     all_targets, all_predictions = [], []
-    with torch.no_grad():  # the post's Variable(..., volatile=True) became this
+    # The post tests without no_grad(): the results are the same, but PyTorch then records every
+    # test batch's graph for a backward() that never comes, which costs memory and time.
+    with torch.no_grad():
         for images, targets in test_loader:
             images, targets = images.to(device), targets.to(device)
             outputs = model(images)
             # loss_fn gives the batch's mean; times the batch size, its sum. Dividing the total by the
             # number of images once at the end keeps the average right when the last batch is smaller.
             loss_sum += loss_fn(outputs, targets) * len(targets)
-            all_predictions.append(outputs.argmax(dim=1))  # the class with the highest score
+            # The class with the highest score. The post's `_, predicted = torch.max(outputs.data, 1)`
+            # takes it from a (values, indices) pair; argmax gives the indices alone.
+            all_predictions.append(outputs.argmax(dim=1))
             all_targets.append(targets)
             if dry_run:
                 print("Dry run: testing on one batch only.")
