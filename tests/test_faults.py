@@ -296,3 +296,20 @@ def test_t05_started_by_hand_with_a_busy_master_port_is_one_line_naming_torchrun
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "start the processes with torchrun" in result.stderr
     assert "address already in use" in result.stderr and not (tmp_path / "run").exists()
+
+
+# --- 7. predict.py: images of more than 8 bits a pixel (issue 18 #12) --------------------------------
+
+@pytest.mark.parametrize("mode, paper", [("F", 1.0), ("I;16", 65535), ("I", 4095)])
+def test_a_float_or_16_bit_image_is_read_by_its_range_not_as_one_flat_colour(tmp_path, mode, paper):
+    from PIL import Image
+
+    from common import images
+
+    values = np.full((64, 64), paper, dtype=np.float32)
+    values[12:52, 28:36] = paper // 4  # a dark grey "1" on white paper
+    path = tmp_path / "digit.tif"
+    Image.fromarray(values.astype({"F": np.float32, "I;16": np.uint16, "I": np.int32}[mode])).save(path)
+    assert Image.open(path).mode == mode
+    digit = images.preprocess_digit(images.open_image(path))  # was "no ink found: ... one flat colour"
+    assert digit.max() == pytest.approx(1.0) and (digit > 0.5).sum() > 20
