@@ -148,6 +148,9 @@ class TrainingRun:
         except (RuntimeError, KeyError, ValueError, TypeError) as err:
             raise UserError(f"{self.checkpoint} does not fit this model or optimizer "
                             f"({str(err).strip().splitlines()[0][:160]})") from None
+        if not all(torch.isfinite(t).all() for t in state["model_state_dict"].values() if t.is_floating_point()):
+            raise UserError(f"{self.checkpoint} holds weights that are not finite numbers (NaN or infinity): "
+                            "a diverged model cannot train on")
         rng = state["rng"][_rank_and_size()[0]]
         torch.set_rng_state(rng["torch"])  # the checkpoint was read onto the CPU: set_rng_state needs that
         device = _device_of(self.model)
@@ -167,6 +170,7 @@ class TrainingRun:
         for epoch in range(self.done + 1, last + 1):
             self.epoch = epoch
             self._lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
+            self._check_finite({"lr": torch.tensor(self._lr, dtype=torch.float32).item()})  # --gamma can grow it
             self._started = time.perf_counter()
             yield epoch
 
@@ -203,9 +207,12 @@ class TrainingRun:
         if bad:
             where = f"{bad[0]} = {row[bad[0]]}" if bad[0] in row else f"the weights ({bad[0]}, ...)"
             kept = f"; {self.checkpoint} still holds epoch {len(self.history)}" if self.history else ""
+            first = self.optimizer.param_groups[0].get("initial_lr", self._lr)  # the schedule's starting rate
             raise Diverged(f"training diverged in epoch {self.epoch}: {where} is no longer a finite number at "
-                           f"learning rate {self._lr:g}. Nothing of this epoch was saved{kept}. "
-                           "Start again with a smaller --lr (try 10 times smaller)")
+                           f"learning rate {self._lr:g}. Nothing of this epoch was saved{kept}. " + (
+                               f"The schedule raised the learning rate from {first:g}: start again with --gamma 1 "
+                               "or less" if self._lr > first else "Start again with a smaller --lr (try 10 times "
+                               "smaller)"))
 
     def _rng_state(self) -> dict:
         device = _device_of(self.model)

@@ -431,3 +431,29 @@ def test_an_out_dir_name_too_long_for_the_file_system_is_one_line(tmp_path):
     """Issue 18 #14: a 300-character folder name."""
     with pytest.raises(cli.UserError, match="cannot create the run folder .*: File name too long"):
         train_run(make_args(tmp_path / ("a" * 300)))
+
+
+def test_a_divergence_the_schedule_caused_names_gamma_not_lr(tmp_path):
+    """Issue 18: a learning rate that --gamma grew, not --lr, made the run diverge."""
+    args = make_args(tmp_path / "run", epochs=6)
+    model, optimizer, _, generator = build(args)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1e12)
+    with pytest.raises(run.Diverged) as error:
+        with TrainingRun("tiny", args, model, optimizer, scheduler, generator) as r:
+            for _ in r.epochs():
+                metrics = one_epoch(model, optimizer, generator)
+                scheduler.step()
+                r.end_epoch(*metrics)
+    assert "raised the learning rate from 0.1" in str(error.value) and "--gamma" in str(error.value)
+    assert "smaller --lr" not in str(error.value)
+
+
+def test_a_checkpoint_with_weights_that_are_not_finite_is_refused_as_such(tmp_path):
+    """Issue 18: resuming it diverged at once, advising a smaller --lr."""
+    train_run(make_args(tmp_path / "run", epochs=1))
+    state = load(tmp_path / "run" / "checkpoint.pt")
+    state["model_state_dict"]["fc.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(cli.UserError, match="holds weights that are not finite numbers") as error:
+        train_run(make_args(None, epochs=2, resume=tmp_path / "run" / "checkpoint.pt"))
+    assert not isinstance(error.value, run.Diverged) and "--lr" not in str(error.value)
