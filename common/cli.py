@@ -108,11 +108,14 @@ def _seed(text: str) -> int:
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Run main(): a UserError becomes one line on stderr and exit code 2; Ctrl-C and SIGTERM exit code 130
-    (a second one while the run tidies up is ignored); a closed console (`| head`) ends quietly, a full one
-    with one line. Under torchrun every process exits with the same code, and only process 0 says why."""
+    """Run main(): a UserError becomes one line on stderr and exit code 2, Ctrl-C or SIGTERM exit code 130, a
+    closed stdout (`| head`) a quiet 141. Under torchrun every process exits alike; only process 0 says why."""
+    def interrupt(signum: int, frame: object) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):  # once: a second must not cut the tidying-up short
+            signal.signal(number, signal.SIG_IGN)
+        raise KeyboardInterrupt
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+        signal.signal(signum, interrupt)
     try:
         main()
     except UserError as err:
@@ -128,10 +131,3 @@ def run_main(main: Callable[[], object]) -> None:
         if not isinstance(err, BrokenPipeError):  # a reader who has seen enough needs no message
             print(f"error: {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr, flush=True)
         sys.exit(141 if isinstance(err, BrokenPipeError) else 2)  # 141: as a Unix tool that SIGPIPE stopped
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C or SIGTERM: stop the way Ctrl-C does, once (a second one must not cut the tidying-up short)."""
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
-    raise KeyboardInterrupt

@@ -1,9 +1,8 @@
 """Datasets: where they live, fetching them, and one clear line when they are missing or damaged (T01, T02, T03, T05).
 
-`download(name, data_dir)` returns torchvision's `root` folder once the files are there and sound; the
-lesson then reads them with torchvision itself: `datasets.MNIST(data.download("mnist", None), train=True)`.
-One data folder serves every lesson, laid out as torchvision lays it out (<data-dir>/MNIST/raw/...,
-<data-dir>/FashionMNIST/raw/..., <data-dir>/cifar-10-batches-py/...), so files already downloaded are found.
+`download(name, data_dir)` returns torchvision's `root` folder once the files are there and sound; the lesson
+reads them with torchvision itself: `datasets.MNIST(root, train=True)`. One data folder serves every lesson, laid
+out as torchvision lays it out (<data-dir>/MNIST/raw/..., cifar-10-batches-py/...): files already there are found.
 """
 
 from __future__ import annotations
@@ -39,12 +38,9 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
 
 
 def download(name: str, data_dir: Path | str | None = None) -> Path:
-    """torchvision's root folder for dataset `name`, with its files present (downloaded if need be) and checked.
-
-    A missing dataset without network, a damaged file or an unreadable folder becomes a one-line
-    UserError that says what to do, instead of a traceback from deep inside torchvision or, worse,
-    a crash in the middle of training (a label of 200 gets through loading and fails there).
-    """
+    """torchvision's root folder for dataset `name`, with its files present (downloaded if need be) and checked:
+    a missing dataset without network, a damaged file or an unreadable folder is a one-line UserError that says
+    what to do, not a traceback from inside torchvision or a crash mid-training (a label of 200 loads, then fails)."""
     cls, folder_name = DATASETS[name]
     root = resolve_data_dir(data_dir)
     folder = root / folder_name
@@ -85,11 +81,9 @@ def _last_line(err: Exception) -> str:
 
 
 def _gunzip(folder: Path) -> None:
-    """Unpack train-images-idx3-ubyte.gz and friends next to themselves, if only the .gz is there.
-
-    Each process writes its own `<name>.<pid>.partial` and renames it into place, so two lessons
-    started together never see or clobber a half-written file.
-    """
+    """Unpack train-images-idx3-ubyte.gz and friends next to themselves, if only the .gz is there. Each process
+    writes its own `<name>.<pid>.partial` and renames it into place: two lessons started together never see or
+    clobber a half-written file."""
     for name in MNIST_FILES if folder.is_dir() else []:
         for stale in folder.glob(name + ".*partial"):  # left by a process killed mid-unpack an hour ago or more
             with contextlib.suppress(OSError):  # (a live unpack takes a second; a pid says nothing across machines)

@@ -52,10 +52,8 @@ def _explicit_device(name: str) -> torch.device:
 
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     """Seed Python, NumPy and torch (every device); return a generator seeded alike, for the DataLoader's shuffle.
-
-    With `deterministic`, torch also uses only deterministic algorithms (it warns where there is none),
-    which matters on GPUs: the same seed then gives the same numbers, run after run.
-    """
+    With `deterministic`, torch also uses only deterministic algorithms (it warns where there is none), which
+    matters on GPUs: the same seed then gives the same numbers, run after run."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds CUDA and MPS

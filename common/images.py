@@ -73,9 +73,8 @@ def open_image(path: Path | str) -> Image.Image:
             raise UserError(f"cannot decode it (damaged or truncated file? {str(err)[:100]})") from None
         upright = ImageOps.exif_transpose(image)  # phones save photos sideways, with "rotate me" in the EXIF data
         if upright.mode == "F" or upright.mode.startswith("I"):  # float (0..1) or 16/32-bit pixels: "RGB" would
-            values = np.nan_to_num(np.asarray(upright, dtype=np.float64))  # clip them at 255, one flat colour;
-            values -= values.min()  # so their own darkest to brightest becomes 0..255
-            upright = Image.fromarray(np.uint8(np.round(255 * values / max(values.max(), 1e-12))))
+            values = np.nan_to_num(np.asarray(upright, dtype=np.float64))  # clip them at 255 (one flat colour),
+            upright = Image.fromarray(np.uint8(255 * (values - values.min()) / max(np.ptp(values), 1e-12)))  # so 0..255
         if upright.mode in ("RGBA", "LA", "PA") or (upright.mode == "P" and "transparency" in upright.info):
             # A drawing's transparent background often hides black: put it on white paper, as on screen.
             upright = Image.alpha_composite(Image.new("RGBA", upright.size, "white"), upright.convert("RGBA"))

@@ -14,10 +14,8 @@
   The checkpoint is the one source of truth: whatever stops the run, the metrics are rewritten from it.
 - --resume PATH: the same script, number of processes, --seed and `must_match` flags, or one line naming
   each difference; --epochs may grow. The resumed run equals an uninterrupted one, bit for bit.
-- Ctrl-C keeps the last finished epoch and says which; a NaN or infinite loss or weight stops the run
-  with one line and is never saved.
-- Several processes (T05): each makes its TrainingRun; process 0 (`is_main`) alone prints and writes,
-  and each process's random states are saved and restored for that process.
+- Ctrl-C keeps the last finished epoch and says which; a NaN or infinite loss or weight stops the run, unsaved.
+- Several processes (T05): process 0 (`is_main`) alone prints and writes; each one's random states are kept.
 Reads args.epochs, .resume, .out_dir, .seed, .dry_run and .show (cli's add_common_flags adds all but --epochs).
 """
 
@@ -59,16 +57,14 @@ class TrainingRun:
         self.scheduler, self.generator, self.is_main = scheduler, generator, is_main
         self.must_match = [*must_match, "seed"]  # the seed decides the data split and every shuffle
         self.history: list[dict] = []
-        self.done = 0  # epochs finished before this process started (a resumed run's checkpoint)
-        self.epoch = 0  # the epoch in progress
+        self.done, self.epoch = 0, 0  # epochs finished before this process started (a resumed run's); the one now
         self.resumed = args.resume is not None
         self.folder = Path(args.resume).parent if self.resumed else Path()
         self.checkpoint = self.folder / "checkpoint.pt"
         self._made_folder = False
         self._owned = False  # is the folder this run's to write (claimed, or a checkpoint that continues)?
         self._saved = False  # has this run written a checkpoint?
-        self._started = 0.0
-        self._lr = 0.0
+        self._started = self._lr = 0.0
 
     # --- start: a new folder, or the checkpoint's --------------------------------------------------
 
@@ -208,11 +204,10 @@ class TrainingRun:
             where = f"{bad[0]} = {row[bad[0]]}" if bad[0] in row else f"the weights ({bad[0]}, ...)"
             kept = f"; {self.checkpoint} still holds epoch {len(self.history)}" if self.history else ""
             first = self.optimizer.param_groups[0].get("initial_lr", self._lr)  # the schedule's starting rate
+            advice = f"The schedule raised the learning rate from {first:g}: start again with --gamma 1 or less" \
+                if self._lr > first else "Start again with a smaller --lr (try 10 times smaller)"
             raise Diverged(f"training diverged in epoch {self.epoch}: {where} is no longer a finite number at "
-                           f"learning rate {self._lr:g}. Nothing of this epoch was saved{kept}. " + (
-                               f"The schedule raised the learning rate from {first:g}: start again with --gamma 1 "
-                               "or less" if self._lr > first else "Start again with a smaller --lr (try 10 times "
-                               "smaller)"))
+                           f"learning rate {self._lr:g}. Nothing of this epoch was saved{kept}. {advice}")
 
     def _rng_state(self) -> dict:
         device = _device_of(self.model)
@@ -278,10 +273,8 @@ class TrainingRun:
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
-            if len(epochs) <= 10:  # whole epochs only: one tick each (one epoch alone would get 0.96 ... 1.04)
-                ax.set_xticks(epochs)
-            else:
-                ax.xaxis.get_major_locator().set_params(integer=True)
+            # Whole epochs only: one tick each up to 10 (one epoch alone would get 0.96 ... 1.04).
+            ax.set_xticks(epochs) if len(epochs) <= 10 else ax.xaxis.get_major_locator().set_params(integer=True)
         fig.suptitle(title)
         fig.tight_layout()
         return self.save_figure(fig, "curves.png")
@@ -294,11 +287,9 @@ class TrainingRun:
         (self.folder / "checkpoint.pt.tmp").unlink(missing_ok=True)  # a save cut short
         state = None
         if self.checkpoint.is_file() and kind is not None:
-            try:  # the checkpoint decides which epoch was kept: the metrics files follow it
+            with contextlib.suppress(UserError):  # the checkpoint decides which epoch was kept: the metrics follow it
                 state = read_checkpoint(self.checkpoint)
                 write_metrics(state["metrics"], self.folder)
-            except UserError:
-                state = None
         if kind is None:
             self.log(f"Run folder: {self.folder} ({', '.join(sorted(p.name for p in self.folder.iterdir()))})")
         elif issubclass(kind, KeyboardInterrupt):
@@ -329,11 +320,9 @@ def new_folder(out_dir: Path | None, name: str) -> tuple[Path, bool]:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for number in range(1, 1000):  # two runs started in the same second get a folder each
             folder = REPO_ROOT / "runs" / (f"{name}-{stamp}" + (f"-{number}" if number > 1 else ""))
-            try:
+            with contextlib.suppress(FileExistsError):
                 folder.mkdir(parents=True)
                 return folder, True
-            except FileExistsError:
-                continue
         raise UserError(f"no free run folder name for {name}-{stamp}")
     except OSError as err:
         raise UserError(f"cannot create the run folder {out_dir or REPO_ROOT / 'runs'}: {err.strerror or err}") \
@@ -406,9 +395,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -430,7 +417,6 @@ def _gather(obj: Any) -> list:
 
 def _all_agree(error: UserError | None) -> None:
     """Raise on every process if any process has an error, so none waits for one that has given up."""
-    errors = [str(e) if e else None for e in _gather(error)]
-    first = next((e for e in errors if e), None)
+    first = next((e for e in _gather(str(error) if error else None) if e), None)
     if first is not None:
         raise error if error is not None else UserError(first)
