@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("stream-data")
-    stand_in_data.write_mnist(root, "MNIST", train_size=3200, test_size=100)
+    stand_in_data.write_mnist(root, "MNIST", train_size=640, test_size=100)
     return root
 
 
