@@ -227,8 +227,8 @@ def join_process_group(args: argparse.Namespace) -> tuple[int, int, torch.device
         dist.init_process_group(args.backend or ("nccl" if device.type == "cuda" else "gloo"), rank=rank,
                                 world_size=world_size, timeout=datetime.timedelta(seconds=args.timeout))
     except (RuntimeError, ValueError) as err:  # started by hand: no MASTER_ADDR, a busy MASTER_PORT, ...
-        print(f"error: cannot join the process group ({str(err).strip().splitlines()[-1][:160]}): start the "
-              "processes with torchrun, which sets RANK, WORLD_SIZE, MASTER_ADDR and a free MASTER_PORT",
+        print(f"error: cannot join the process group ({str(err).strip().splitlines()[-1][:160]}). Started by "
+              "hand? Start the processes with torchrun: it sets RANK, WORLD_SIZE, MASTER_ADDR and a free MASTER_PORT",
               file=sys.stderr)
         sys.exit(2)
     return rank, world_size, device

@@ -294,7 +294,7 @@ def test_t05_started_by_hand_with_a_busy_master_port_is_one_line_naming_torchrun
                                  "--no-accel", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run")],
                                 env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert len(result.stderr.splitlines()) == 1 and "start the processes with torchrun" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Start the processes with torchrun" in result.stderr
     assert "address already in use" in result.stderr and not (tmp_path / "run").exists()
 
 
