@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import matplotlib.figure
@@ -219,16 +220,66 @@ def test_batch_sampler_batches_and_the_options_it_excludes(capsys):
 
 
 def test_pin_memory_gives_host_memory_not_gpu_memory(tmp_path, capsys):
-    """The post's "pin_memory loads into GPU memory" corrected. On this CPU-only machine: the batch is on the CPU
-    and not pinned, and torch says why; on a CUDA machine the same call is pinned, still on the CPU."""
+    """The post's "pin_memory loads into GPU memory" corrected. On a CPU-only machine the batch is on the CPU and
+    not pinned; torch 2.7 and newer say why in a warning, torch 2.0 to 2.6 say nothing. On a CUDA machine the same
+    call is pinned, still on the CPU."""
     facts = dataset_dataloader.main(["--num-workers", "0", "--no-accel", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     section = out[out.index("12. pin_memory"):]
     assert f"batch.device = cpu, batch.is_pinned() = {torch.cuda.is_available()}" in section
     assert facts["pinned"] is torch.cuda.is_available()
     if not torch.cuda.is_available():
-        assert "torch warned: 'pin_memory' argument is set as true but no accelerator is found" in section
+        assert f"This is torch {torch.__version__}, so the script checks the claim for it:" in section
+        if dataset_dataloader.torch_release() >= (2, 7):
+            assert "torch warned: 'pin_memory' argument is set as true but no accelerator is found" in section
+            assert "[ok] without CUDA torch 2.7 and newer ignore pin_memory=True with a warning" in section
+            assert "torch 2.0 to 2.6 ignore pin_memory=True silently: nothing" not in section
+        else:
+            assert "torch said nothing" in section and "torch warned" not in section
+            assert "[ok] without CUDA torch 2.0 to 2.6 ignore pin_memory=True silently" in section
+            assert "torch 2.7 and newer ignore pin_memory=True with a warning:" not in section
     assert "batch.to('cpu', non_blocking=" in section
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what torch says about pin_memory=True without CUDA")
+def test_pin_memory_claim_is_checked_for_the_installed_torch(monkeypatch, capsys):
+    """The lesson checks what this torch really does: told that the warning came one release later (or earlier)
+    than it did, it fails on the claim it would otherwise print."""
+    dataset = dataset_dataloader.PointsDataset(size=16)
+    warns = dataset_dataloader.torch_release() >= dataset_dataloader.PIN_MEMORY_WARNS_FROM
+    # Direct evidence, without the lesson: whether torch warns, measured here.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        next(iter(torch.utils.data.DataLoader(dataset, batch_size=8, pin_memory=True)))
+    assert any("pin_memory" in str(w.message) for w in caught) is warns
+    # The lesson with the true boundary passes ...
+    assert dataset_dataloader.pin_memory_demo(torch.device("cpu"), dataset) == {"pinned": False}
+    capsys.readouterr()
+    # ... and with the boundary on the wrong side of this torch it stops on the other claim.
+    monkeypatch.setattr(dataset_dataloader, "PIN_MEMORY_WARNS_FROM", (99, 0) if warns else (0, 0))
+    wrong = "silently" if warns else "with a warning"
+    with pytest.raises(lesson.ClaimFailed, match=wrong):
+        dataset_dataloader.pin_memory_demo(torch.device("cpu"), dataset)
+
+
+@pytest.mark.parametrize(("version", "release"), [
+    ("2.0.1", (2, 0)), ("2.0.1+cu117", (2, 0)), ("2.6.0+cpu", (2, 6)), ("2.7.0a0+git1234abc", (2, 7)),
+    ("2.14.1", (2, 14)), ("10.0.0", (10, 0)),
+])
+def test_torch_release_parses_numbers_not_text(version, release):
+    assert dataset_dataloader.torch_release(version) == release
+
+
+def test_torch_releases_compare_as_numbers():
+    release = dataset_dataloader.torch_release
+    assert "2.14.1" < "2.7.0" and "10.0.0" < "2.7.0"  # the trap: as text, today's torch would come before 2.7
+    assert release("10.0.0") > release("2.14.1") > release("2.7.0") == dataset_dataloader.PIN_MEMORY_WARNS_FROM
+    assert release("2.7.0") > release("2.6.0+cpu") > release("2.0.1+cu117")
+
+
+def test_torch_release_rejects_what_is_not_a_version():
+    with pytest.raises(ValueError, match="not a torch version"):
+        dataset_dataloader.torch_release("nightly")
 
 
 def test_dataset_dataloader_with_two_spawned_workers(tmp_path, monkeypatch, capsys):
