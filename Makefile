@@ -2,6 +2,8 @@
 #   make test   create .venv, install the project with its test extra, run ruff and the whole suite
 #   make run    the same environment, then T01 (MNIST, simple network) with its defaults
 #   make bench  where the time goes: each lesson against its limit, offline, on full-size stand-ins (--synthetic)
+#   make test-floors  a second environment, .venv-floors, with the oldest versions pyproject.toml promises
+#                     (pinned in constraints-floors.txt), and the whole suite run in it
 PYTHON ?= python3
 VENV   := .venv
 ifeq ($(OS),Windows_NT)
@@ -11,7 +13,19 @@ else
 endif
 STAMP := $(VENV)/.installed
 
-.PHONY: test run lint bench clean-venv
+# The floors: the same install, constrained to the oldest versions we promise. torch 2.0.1 has wheels for
+# Python 3.8 to 3.11 only; where python3 is newer, run e.g. `make test-floors FLOORS_PYTHON=python3.11`.
+FLOORS_PYTHON      ?= $(PYTHON)
+FLOORS_VENV        := .venv-floors
+FLOORS_CONSTRAINTS := constraints-floors.txt
+ifeq ($(OS),Windows_NT)
+  FLOORS_BIN := $(FLOORS_VENV)/Scripts
+else
+  FLOORS_BIN := $(FLOORS_VENV)/bin
+endif
+FLOORS_STAMP := $(FLOORS_VENV)/.installed
+
+.PHONY: test test-floors run lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +35,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -n auto  # one worker per CPU core (pytest-xdist)
+
+# Rebuilt from empty (--clear) whenever pyproject.toml or the constraints change, so that nothing
+# from an earlier set of pins is left behind.
+$(FLOORS_STAMP): pyproject.toml $(FLOORS_CONSTRAINTS)
+	$(FLOORS_PYTHON) -m venv --clear $(FLOORS_VENV)
+	$(FLOORS_BIN)/python -m pip install -c $(FLOORS_CONSTRAINTS) -e ".[test]"
+	@touch $(FLOORS_STAMP)
+
+test-floors: $(FLOORS_STAMP)
+	$(FLOORS_BIN)/python -m pytest -n auto
 
 run: $(STAMP)
 	$(BIN)/python T01_mnist_nn/mnist_nn.py $(ARGS)
@@ -32,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lessons.py --synthetic $(ARGS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(FLOORS_VENV)

@@ -7,6 +7,7 @@ import gzip
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +251,71 @@ def test_environment_yml_and_pyproject_name_the_same_runtime_dependencies():
             conda.add({"pytorch": "torch"}.get(match.group(1), match.group(1)).lower())
     assert conda == runtime
     assert "-e .[test]" in (REPO / "environment.yml").read_text()  # installs the project itself
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """A version's release numbers, to compare as numbers: "2.0.1+cu117" -> (2, 0, 1). As text, "2.14" < "2.7"."""
+    return tuple(int(part) for part in re.match(r"\d+(?:\.\d+)*", version).group(0).split("."))
+
+
+def _floors() -> dict[str, tuple[int, ...]]:
+    """pyproject.toml's runtime floors: {"torch": (2, 0), ...}."""
+    block = re.search(r"^dependencies = \[(.*?)\]", (REPO / "pyproject.toml").read_text(), re.S | re.M)
+    return {name.lower(): _release(version) for name, version in re.findall(r'"([\w.-]+)>=([\d.]+)"', block.group(1))}
+
+
+def _floor_pins() -> dict[str, str]:
+    """constraints-floors.txt: {"torch": "2.0.1", ...}."""
+    pins = {}
+    for line in (REPO / "constraints-floors.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = re.fullmatch(r"([A-Za-z][\w.-]*)==([\w.]+)", line).groups()
+            pins[name.lower()] = version
+    return pins
+
+
+def test_the_promised_floors_are_pinned_in_one_place_that_everything_agrees_with():
+    """pyproject.toml's floors, environment.yml's, constraints-floors.txt's exact pins and pyproject's comment name
+    the same versions, and the floors job (run by CI after `make test`) installs under those pins."""
+    floors, pins = _floors(), _floor_pins()
+    assert set(floors) == {"torch", "torchvision", "numpy", "matplotlib"}
+    assert set(pins) == set(floors)  # a pin with no floor would need saying why, here and in the file
+    for name, floor in floors.items():
+        assert _release(pins[name])[:len(floor)] == floor, f"{name}: pinned {pins[name]}, floor {floor}"
+    conda = {}
+    for line in (REPO / "environment.yml").read_text().splitlines():
+        match = re.match(r"\s*-\s*([A-Za-z][\w.-]*)>=([\d.]+)", line)
+        if match and match.group(1) != "python":
+            conda[{"pytorch": "torch"}.get(match.group(1), match.group(1)).lower()] = _release(match.group(2))
+    assert conda == floors
+    comment = " ".join(line.lstrip("# ") for line in (REPO / "pyproject.toml").read_text().splitlines()
+                       if line.startswith("#"))
+    assert "constraints-floors.txt" in comment and "make test-floors" in comment
+    assert re.findall(r"([a-z]+)==([\d.]+)", comment) == list(pins.items())
+    makefile = (REPO / "Makefile").read_text()
+    assert "FLOORS_CONSTRAINTS := constraints-floors.txt" in makefile
+    assert '$(FLOORS_BIN)/python -m pip install -c $(FLOORS_CONSTRAINTS) -e ".[test]"' in makefile
+    assert "$(FLOORS_STAMP): pyproject.toml $(FLOORS_CONSTRAINTS)" in makefile
+    assert "test-floors: $(FLOORS_STAMP)\n\t$(FLOORS_BIN)/python -m pytest -n auto\n" in makefile
+    ci = [line.split("#")[0].strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert [line for line in ci if line.startswith("make")] == ["make test", "make test-floors"]
+
+
+def test_installed_versions_keep_the_promise():
+    """In the floors job (.venv-floors) every pinned package is exactly at its pin; anywhere else at its floor or
+    newer. Guards against a floors job that quietly installs today's releases instead."""
+    from importlib.metadata import version
+
+    in_floors_job = Path(sys.prefix).name == ".venv-floors"
+    for name, pin in _floor_pins().items():
+        installed = version(name)
+        if in_floors_job:
+            assert _release(installed) == _release(pin), f"{name} {installed} in the floors job, pinned {pin}"
+        else:
+            assert _release(installed) >= _floors()[name], f"{name} {installed} is older than the floor"
+
+
+def test_versions_are_compared_as_numbers():
+    assert "2.14.1" < "2.7" and _release("2.14.1") > _release("2.7")
+    assert _release("2.0.1+cu117") == (2, 0, 1) and _release("1.26.4") >= (1, 26)
