@@ -23,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
+if __name__ == "__main__":  # run as a script, Ctrl-C while torch loads (a second or two) stops it, no traceback
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # (imported, e.g. in a notebook, nothing changes)
 try:
     import torch
 except (ImportError, OSError) as err:  # nothing else can be checked without torch: say so and stop

@@ -15,7 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
-signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while torch loads (a second or two) just stops, no traceback
+if __name__ == "__main__":  # run as a script, Ctrl-C while torch loads (a second or two) stops it, no traceback
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # (imported, e.g. in a notebook, nothing changes)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `common/` imports from any folder
 
 import numpy as np

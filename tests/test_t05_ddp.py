@@ -72,6 +72,12 @@ def child_env() -> dict:
 
 
 def torchrun(*args: str, timeout: int = 150) -> subprocess.CompletedProcess:
+    if "--standalone" in args and tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 1):
+        # torch 2.0's --standalone always meets at port 29400 (2.1 and newer pick a free one), so two tests
+        # running at once would share one rendezvous: give each its own port, as 2.1's --standalone does.
+        i = args.index("--standalone")
+        args = (*args[:i], "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{free_port()}", "--nnodes", "1",
+                *args[i + 1:])
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", *args], cwd=REPO, env=child_env(),
                           capture_output=True, text=True, timeout=timeout)
 
