@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -11,15 +12,14 @@ from pathlib import Path
 from typing import NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
 # Limits past which PyTorch itself fails with a confusing error far from the flag that caused it.
 INT32_MAX = 2**31 - 1  # DataLoader and friends keep sizes and counts in C ints
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes an unsigned 64-bit number
 FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: a bigger learning rate becomes inf in the model
 
 
-class UserError(Exception):
-    """A problem the user can fix (a bad flag, a missing file): printed as one line, no traceback."""
+class UserError(Exception):  # a problem the user can fix (a bad flag, a missing file): one line, no traceback
+    pass
 
 
 def is_rank_zero() -> bool:
@@ -88,14 +88,14 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _folder(text: str) -> Path:
-    if not text.strip():  # Path("") is the current folder: the run's files would land wherever you are
+def _folder(text: str) -> Path:  # Path("") is the current folder: the run's files would land wherever you are
+    if not text.strip():
         raise argparse.ArgumentTypeError("must name a folder, got an empty string")
     return Path(text)
 
 
-def _existing_file(text: str) -> Path:
-    if not Path(text).is_file():  # said at once, before any data is loaded
+def _existing_file(text: str) -> Path:  # said at once, before any data is loaded
+    if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"checkpoint {text} does not exist")
     return Path(text)
 
@@ -127,7 +127,8 @@ def run_main(main: Callable[[], object]) -> None:
             print("Interrupted.", file=sys.stderr, flush=True)
         sys.exit(130)
     except OSError as err:  # the console itself: `| head` closed it (BrokenPipeError), `> /dev/full` filled it
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # leaves nothing to fail at exit
+        with contextlib.suppress(OSError, ValueError):  # (a stdout with no file behind it: nothing to fail at exit)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # leaves nothing to fail at exit
         if not isinstance(err, BrokenPipeError):  # a reader who has seen enough needs no message
             print(f"error: {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr, flush=True)
         sys.exit(141 if isinstance(err, BrokenPipeError) else 2)  # 141: as a Unix tool that SIGPIPE stopped

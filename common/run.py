@@ -385,8 +385,6 @@ def write_metrics(history: list[dict], folder: Path) -> None:
     atomic_write(lambda f: f.write(table.getvalue().encode("utf-8")), folder / "metrics.csv")
 
 
-# --- small helpers -----------------------------------------------------------------------------------
-
 def _plain(value: Any) -> Any:
     """Flags and metrics as what JSON and weights_only=True take (a Path as text, a 0-d tensor as a number)."""
     if isinstance(value, dict):

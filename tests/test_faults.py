@@ -318,11 +318,13 @@ def test_a_float_or_16_bit_image_is_read_by_its_range_not_as_one_flat_colour(tmp
 # --- 8. Paths the file system refuses, wherever a flag names one (issue 18 #14) -----------------------
 
 @pytest.mark.parametrize("flag, name", [("--data-dir", ""), ("--resume", "checkpoint.pt")])
-def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, flag, name):
+def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, capsys, flag, name):
+    from T01_mnist_nn import mnist_nn
+
     path = tmp_path / ("a" * 300) / name
-    result = subprocess.run([sys.executable, str(REPO / "T01_mnist_nn" / "mnist_nn.py"), "--no-accel", flag,
-                             str(path), "--out-dir", str(tmp_path / "run")], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
-    assert result.returncode == 2
-    assert len(result.stderr.splitlines()) == 1 and "File name too long" in result.stderr
+    with pytest.raises(SystemExit) as exit_info:  # the script's own entry point, in this process
+        cli.run_main(lambda: mnist_nn.main(["--no-accel", flag, str(path), "--out-dir", str(tmp_path / "run")]))
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(stderr.splitlines()) == 1 and "File name too long" in stderr
     assert not (tmp_path / "run").exists()
