@@ -11,6 +11,7 @@ import errno
 import gzip
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -294,8 +295,11 @@ def test_t05_started_by_hand_with_a_busy_master_port_is_one_line_naming_torchrun
                                  "--no-accel", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run")],
                                 env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert len(result.stderr.splitlines()) == 1 and "Start the processes with torchrun" in result.stderr
-    assert "address already in use" in result.stderr and not (tmp_path / "run").exists()
+    # torch 2.0's c10d also logs native lines ("[W socket.cpp:426] ... Address already in use") before
+    # our line; 2.1 and newer do not. No Python traceback either way, and ours is the one line that explains.
+    ours = [line for line in result.stderr.splitlines() if not re.match(r"\[[WEI] \w+\.cpp:\d+\]", line)]
+    assert len(ours) == 1 and "Start the processes with torchrun" in ours[0] and "Traceback" not in result.stderr
+    assert ("address already in use" in ours[0] or "failed to listen" in ours[0]) and not (tmp_path / "run").exists()
 
 
 # --- 7. predict.py: images of more than 8 bits a pixel (issue 18 #12) --------------------------------

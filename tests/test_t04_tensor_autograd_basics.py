@@ -579,12 +579,12 @@ def test_save_load_resumes_identically_and_writes_only_to_its_folder(tmp_path, m
     model = save_load.TinyNet()
     model.load_state_dict(checkpoint["model_state_dict"])  # the post's way back: load_state_dict of its entries
     torch.optim.Adam(model.parameters()).load_state_dict(checkpoint["optimizer_state_dict"])
-    with pytest.raises((pickle.UnpicklingError, RuntimeError), match="Unsupported global"):
+    with pytest.raises((pickle.UnpicklingError, RuntimeError), match="Unsupported (global|class)"):
         load(run / "tiny_net_whole_model.pt")  # the pickled model is refused by a weights_only load
     # torch names the class it refused ("Unsupported global: GLOBAL ..." today, "Unsupported class ..." before 2.4)
     assert re.search(r"Unsupported (global: GLOBAL|class) T04_tensor_autograd_basics\.save_load\.TinyNet", out)
     assert headings(out) == list(range(1, 7)) and facts["claims"] == out.count("  [ok] ")
-    assert "torch.load -> RuntimeError: PytorchStreamReader failed" in out  # the torn checkpoint of section 4
+    assert "torch.load -> " in out and "PytorchStreamReader failed" in out  # the torn checkpoint of section 4
     # What the script says about torch.load's default, against what a plain torch.load really does here
     # (rather than comparing the version number again, as the script does).
     torch.save(save_load.TinyNet(), tmp_path / "pickled_model.pt")
@@ -624,7 +624,7 @@ def test_save_atomically_keeps_the_old_file_when_a_save_stops_half_way(tmp_path)
     assert load(path) == {"epoch": 2} and sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
     with pytest.raises(save_load.CrashWhileSaving):
         torch.save({"epoch": 3, "oops": save_load.StopsTheSave()}, path)
-    with pytest.raises(RuntimeError):
+    with pytest.raises((RuntimeError, pickle.UnpicklingError)):  # (the latter on torch 2.0)
         load(path)  # what section 4 shows: the plain save destroyed the last good file
 
 
