@@ -349,7 +349,7 @@ def main() -> None:
     print(f"\nTraining speed as a share of the limit (target: {TARGET:.0%} or more), by the clock and by CPU time:")
     for label, clock, cpu in shares:
         below = [name for name, value in (("clock", clock), ("CPU time", cpu)) if value < TARGET]
-        print(f"  {label:<44}{clock:>5.0%}{cpu:>6.0%}" + (f"  <- below the target ({', '.join(below)})" if below
+        print(f"  {label:<44}{clock:>7.1%}{cpu:>7.1%}" + (f"  <- below the target ({', '.join(below)})" if below
                                                          else ""))
 
 

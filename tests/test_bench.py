@@ -47,7 +47,8 @@ def test_the_benchmark_prints_the_limit_the_script_and_where_the_time_went():
     summary = out.split("Training speed as a share of the limit (target: 90% or more), by the clock and by "
                         "CPU time:\n")[1]
     assert summary.split()[:6] == ["T01", "SimpleNN,", "batch", "64,", "1", "thread(s)"]
-    assert summary.split()[6:8] == rows["script"].split()[2:4]
+    for precise, rounded in zip(summary.split()[6:8], rows["script"].split()[2:4]):  # 96.4% in the summary, 96%
+        assert float(precise.rstrip("%")) == pytest.approx(float(rounded.rstrip("%")), abs=0.55)
 
 
 @pytest.mark.parametrize("lesson", ["t01", "t02-quickstart", "t03-b4"])
