@@ -1,5 +1,7 @@
 # Two commands from a fresh clone:
-#   make test   create .venv, install the project with its test extra, run ruff and the whole suite
+#   make test   create .venv, install the project with its test extra, run ruff and every test that runs in
+#               pytest's own processes (under 2 minutes here)
+#   make test-processes  the tests that start real Python processes (torchrun, Ctrl-C, scripts run as programs)
 #   make run    the same environment, then T01 (MNIST, simple network) with its defaults
 #   make bench  where the time goes: each lesson against its limit, offline, on full-size stand-ins (--synthetic)
 #   make test-floors  a second environment, .venv-floors, with the oldest versions pyproject.toml promises
@@ -25,7 +27,7 @@ else
 endif
 FLOORS_STAMP := $(FLOORS_VENV)/.installed
 
-.PHONY: test test-floors run lint bench clean-venv
+.PHONY: test test-processes test-floors run lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +36,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest -n auto  # one worker per CPU core (pytest-xdist)
+	$(BIN)/python -m pytest -n auto -m "not processes"  # one worker per CPU core (pytest-xdist)
+
+test-processes: $(STAMP)
+	$(BIN)/python -m pytest -n auto -m processes
 
 # Rebuilt from empty (--clear) whenever pyproject.toml or the constraints change, so that nothing
 # from an earlier set of pins is left behind.

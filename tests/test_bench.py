@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_lessons  # noqa: E402
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_the_benchmark_prints_the_limit_the_script_and_where_the_time_went():
     result = subprocess.run([sys.executable, "benchmarks/bench_lessons.py", "--synthetic", "--stand-in-scale", "0.02",
                              "--lessons", "t01", "--threads", "1"], cwd=REPO, capture_output=True, text=True,

@@ -115,6 +115,7 @@ def test_build_line_names_torchs_cuda_or_says_cpu_only(monkeypatch, capsys):
     assert "torch build  CPU-only build" in capsys.readouterr().out.splitlines()
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_runs_as_a_script_from_another_folder(tmp_path):
     # -S and site-packages on PYTHONPATH: torch and friends import, but the project's editable install
     # (a .pth file) does not, as for a reader who cloned the repository and installed only torch.

@@ -77,6 +77,7 @@ def test_mnist_labels_file_with_images_in_it(tmp_path):
     assert f"{raw / 'train-labels-idx1-ubyte'} has 3 dimensions; a labels file has 1" in message
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_bad_labels_end_to_end_one_line_no_traceback(tmp_path):
     raw = small_mnist(tmp_path / "data")
     labels = raw / "t10k-labels-idx1-ubyte"
@@ -283,6 +284,7 @@ def test_a_validation_split_leaving_fewer_than_a_batch_trains_or_is_refused(tmp_
 
 # --- 6. T05 started by hand, without torchrun (issue 18 #16) -----------------------------------------
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_t05_started_by_hand_with_a_busy_master_port_is_one_line_naming_torchrun(tmp_path):
     import socket
 

@@ -45,6 +45,7 @@ def wait_for(process: subprocess.Popen, prefix: str) -> None:
             return
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_a_pipe_closed_early_ends_quietly(data_dir, tmp_path):
     """`mnist_nn.py | head -1`: the reader has gone; stop as a Unix tool stops, without a word."""
     process = start(data_dir, tmp_path / "run", "--epochs", "3", stdout=subprocess.PIPE)
@@ -55,6 +56,7 @@ def test_a_pipe_closed_early_ends_quietly(data_dir, tmp_path):
     assert err == ""
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_a_full_stdout_is_one_line(data_dir, tmp_path):
     with open("/dev/full", "w") as full:
         process = start(data_dir, tmp_path / "run", "--epochs", "1", stdout=full)
@@ -67,6 +69,7 @@ SCRIPTS = sorted(path.relative_to(REPO).as_posix() for path in REPO.glob("T0*/*.
                  if "cli.run_main(main)" in path.read_text())
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_ctrl_c_while_torch_loads_ends_without_a_traceback(script):
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
@@ -79,6 +82,7 @@ def test_ctrl_c_while_torch_loads_ends_without_a_traceback(script):
     assert err == "" and out == ""
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 @pytest.mark.parametrize("signals", [[signal.SIGINT, signal.SIGINT], [signal.SIGTERM]], ids=["ctrl-c-twice", "sigterm"])
 def test_a_second_ctrl_c_and_sigterm_stop_as_one_ctrl_c_does(data_dir, tmp_path, signals):
     process = start(data_dir, tmp_path / "run", "--epochs", "50", "--batch-size", "16", stdout=subprocess.PIPE)

@@ -313,6 +313,7 @@ def test_weights_of_another_lesson_or_model_give_one_line_and_exit_2(tmp_path, c
         assert code == 2 and out == [] and len(err) == 1 and words in err[0], (name, err)
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_the_script_itself_prints_no_traceback(weights, tmp_path, digits):
     good = photograph(digits[1][0], 0, tmp_path, "good")
     bomb = png_header(tmp_path / "bomb.png", 20000, 20000)  # Pillow's DecompressionBombError, in a real process

@@ -303,6 +303,7 @@ def test_finds_the_newest_model_that_fashion_mnist_py_saved(tmp_path, monkeypatc
     assert code == 0 and out_found == out and err[0].startswith(f"Model: {run_dir / 'checkpoint.pt'}"), err
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_the_script_itself_prints_no_traceback(weights, tmp_path, clothes):
     good = photograph(clothes[1][0], 0, tmp_path, "good")
     result = subprocess.run([sys.executable, str(REPO / "T02_fashion_mnist" / "predict.py"), str(good),

@@ -46,6 +46,7 @@ def test_snippet_defines_the_lessons_own_class(readme, model_class, weights_name
         f"{readme}: {model_class.__name__} differs from the lesson file's"
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_every_snippet_runs_in_a_new_folder(tmp_path):
     """One process runs the four snippets one after another, each in its own folder (a process each
     would spend most of its time importing torch)."""

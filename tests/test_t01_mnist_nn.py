@@ -276,6 +276,7 @@ def test_training_set_is_shuffled_every_epoch_and_test_set_never(mnist_root, tmp
     assert seen["train"][0] != train_raw[:20].tolist() and seen["train"][0] != seen["train"][1]
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_model_train_and_test_copy_out_alone_and_the_whole_script_needs_common(tmp_path):
     """Both halves of the root README's promise, in one process (each new process spends seconds importing torch):
     SimpleNN, train() and test() copied alone train; the whole script copied without common/ stops with one line."""
@@ -394,6 +395,7 @@ def script(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.CompletedProces
                           timeout=120, **kwargs)
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_runs_from_inside_its_folder(mnist_root, tmp_path):
     result = script("mnist_nn.py", "--dry-run", "--no-cuda", "--no-mps", "--data-dir", str(mnist_root),
                     "--out-dir", str(tmp_path), cwd=REPO / "T01_mnist_nn")
@@ -401,6 +403,7 @@ def test_runs_from_inside_its_folder(mnist_root, tmp_path):
     assert "Test set: Average loss" in result.stdout
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, which Windows delivers differently")
 def test_ctrl_c_in_a_real_process(tmp_path):
     data_dir = tmp_path / "data"

@@ -340,6 +340,7 @@ def test_loaders_shuffle_training_only_take_whole_batches_and_drop_only_a_last_b
         assert torch.equal(images[i], reference[i][0]) and labels[i] == reference[i][1]  # bit for bit
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_model_train_test_and_data_helpers_copy_out_alone_and_the_whole_script_needs_common(tmp_path):
     """One process (torch takes seconds to import): the copied pieces must run on their own; then a copy of
     the whole script, with common/ out of reach, must stop with one line."""
@@ -980,6 +981,7 @@ def script(*args: str, cwd: Path = FOLDER) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_study_script_run_from_inside_the_folder_imports_the_lesson_and_fails_cleanly():
     """One process for both: run as `python compare_hyperparameters.py` from inside T02_fashion_mnist/ (T01's
     test runs its script from inside its folder too), with a flag it refuses."""

@@ -321,6 +321,7 @@ def test_test_loop_prints_the_tutorials_batch_mean_and_returns_the_image_mean(ca
                        "test_images": 200}
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_model_and_loops_copy_out_alone_and_the_whole_script_needs_common(tmp_path):
     """NeuralNetwork, train_loop() and test_loop() copied alone train; the script without common/ says one line."""
     folder = tmp_path / "elsewhere"

@@ -307,6 +307,7 @@ def copied(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return folder, run_copied_code(code + COPIED_CODE_RUN, folder)
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_model_train_and_test_copy_out_alone(copied):
     """What a reader copies into a new file (LeNet, train, test) runs one epoch with torch alone."""
     _, result = copied
@@ -318,6 +319,7 @@ def test_model_train_and_test_copy_out_alone(copied):
     assert 0 <= metrics["test_accuracy"] <= 1 and sum(map(sum, metrics["confusion"])) == 40
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_copied_script_without_common_stops_with_one_line(copied):
     folder, result = copied
     assert result.returncode == 1

@@ -282,6 +282,7 @@ def test_torch_release_rejects_what_is_not_a_version():
         dataset_dataloader.torch_release("nightly")
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_dataset_dataloader_with_two_spawned_workers(tmp_path, monkeypatch, capsys):
     # Windows and macOS start workers with "spawn" (a fresh interpreter that re-imports the module);
     # forcing it here shows the dataset, transforms and collate function survive that.
@@ -656,6 +657,7 @@ def test_save_load_explains_the_old_default_on_torch_before_2_6(tmp_path, monkey
 
 # --- as a reader runs them: a real process, from inside the lesson folder ---------------------
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_scripts_run_as_programs_from_their_folder(tmp_path):
     env = {**os.environ, "PYTHONPATH": "", "MPLBACKEND": "Agg"}
     result = subprocess.run([sys.executable, "dataset_dataloader.py", "--no-accel", "--num-workers", "2",

@@ -243,6 +243,7 @@ def test_more_processes_than_gpus(monkeypatch, tmp_path, capsys):
     assert not dist.is_initialized()
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_a_failure_under_torchrun_is_one_line_and_quick(data_root, tmp_path):
     started = time.monotonic()
     result = torchrun("--standalone", "--nproc-per-node", "2", str(SCRIPT), "--data-dir", str(data_root),
@@ -328,6 +329,7 @@ def test_train_takes_each_batchs_gradient_in_training_mode_and_test_evaluates(on
     assert metrics["test_correct"] == (output.argmax(1) == targets).sum().item() and metrics["test_images"] == 90
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_model_train_and_test_copy_out_alone(tmp_path):
     code = extract_definitions(SCRIPT, ["ConvNeuralNetwork", "train", "test"]) + textwrap.dedent("""
         torch.manual_seed(0)
@@ -406,6 +408,7 @@ def two_process_worker(rank: int, ports: list[int], images: torch.Tensor, target
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(said), encoding="utf-8")
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_two_processes_take_the_whole_batchs_step_and_always_leave_the_group(tmp_path, data_root):
     generator = torch.Generator().manual_seed(1)
     images, targets = torch.randn(16, 1, 28, 28, generator=generator), torch.randint(0, 10, (16,), generator=generator)
@@ -470,6 +473,7 @@ def start_two_nodes(data_root: Path, out_dir: Path, *flags: str) -> list[subproc
             for r in (0, 1)]
 
 
+@pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
 def test_torchrun_one_run_folder_every_image_once_and_a_resume_equals_two_nodes(data_root, tmp_path):
     """2 processes under torchrun: rank 0 alone prints and writes; epoch 1, then --resume for epoch 2, gives
     bit for bit what two "machines" with one process each give in 2 epochs straight (each rank resumes with
