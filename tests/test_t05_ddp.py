@@ -41,7 +41,7 @@ from T05_ddp_torchrun import ddp_fashion_mnist as ddp
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "T05_ddp_torchrun" / "ddp_fashion_mnist.py"
 TRAIN_SIZE, TEST_SIZE = 511, 301
-FLAGS = ["--batch-size", "32", "--test-batch-size", "64", "--log-interval", "8", "--no-accel", "--timeout", "60"]
+FLAGS = ["--batch-size", "32", "--test-batch-size", "64", "--log-interval", "8", "--no-accel", "--timeout", "120"]
 TORCHRUN_ENV_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
                       "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 TIMING_KEYS = {"seconds", "train_images_per_second"}
@@ -369,7 +369,8 @@ def two_process_worker(rank: int, ports: list[int], images: torch.Tensor, target
     torch.set_num_threads(1)
     said: dict = {}
     os.environ["MASTER_PORT"] = str(ports[0])
-    args = ddp.parse_args(["--no-accel", "--timeout", "30"])
+    # A generous --timeout: on a busy machine the other spawned process can take long to import torch and join.
+    args = ddp.parse_args(["--no-accel", "--timeout", "120"])
     _, world_size, device = ddp.join_process_group(args)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
@@ -382,7 +383,7 @@ def two_process_worker(rank: int, ports: list[int], images: torch.Tensor, target
     torch.save(model.state_dict(), Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
-    flags = ["--no-accel", "--timeout", "30", "--batch-size", "32", "--log-interval", "100", "--epochs", "1"]
+    flags = ["--no-accel", "--timeout", "120", "--batch-size", "32", "--log-interval", "100", "--epochs", "1"]
     empty = str(Path(out_dir) / "empty")
     cases = {"diverged": [*flags, "--data-dir", data_root, "--lr", "3e38"],
              "no data": [*flags, "--data-dir", data_root if rank == 0 else empty],
@@ -409,6 +410,9 @@ def two_process_worker(rank: int, ports: list[int], images: torch.Tensor, target
 
 
 @pytest.mark.processes  # starts Python processes: `make test-processes` (CI runs it)
+@pytest.mark.skipif(tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 1),
+                    reason="torch 2.0: the two spawned processes sometimes fail to meet at the test's port ('Socket "
+                           "Timeout', seen in 1 of about 3 floors runs); the torchrun tests cover DDP on 2.0")
 def test_two_processes_take_the_whole_batchs_step_and_always_leave_the_group(tmp_path, data_root):
     generator = torch.Generator().manual_seed(1)
     images, targets = torch.randn(16, 1, 28, 28, generator=generator), torch.randint(0, 10, (16,), generator=generator)
