@@ -60,6 +60,42 @@ def user_error(argv: list[str], capsys) -> str:
     return err
 
 
+# The Quickstart's class, written as PyTorch's Quickstart page writes it (the page this script follows).
+# The FashionMNIST post's text is not available here: this is the public Quickstart page's definition,
+# written out from it, not copied from the post.
+QUICKSTARTS_NEURAL_NETWORK = textwrap.dedent("""
+    from torch import nn
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(28*28, 512),
+                nn.ReLU(),
+                nn.Linear(512, 512),
+                nn.ReLU(),
+                nn.Linear(512, 10)
+            )
+
+        def forward(self, x):
+            x = self.flatten(x)
+            logits = self.linear_relu_stack(x)
+            return logits
+""")
+
+
+def test_the_quickstarts_weights_load_strictly_into_neural_network():
+    page = {}
+    exec(QUICKSTARTS_NEURAL_NETWORK, page)
+    torch.manual_seed(0)
+    theirs = page["NeuralNetwork"]()
+    ours = quickstart.NeuralNetwork()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()) == 669_706
+    images = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(ours.eval()(images), theirs.eval()(images), atol=1e-6)
+
 def test_prints_the_quickstarts_whole_story(fashion_root, tmp_path, capsys):
     """Line by line: the first batch's shapes, the device, the model, the epochs, Done!, the saved weights
     and the prediction of a new model loaded from them."""
