@@ -2,6 +2,8 @@
 #   make test   create .venv, install the project with its test extra, run ruff and every test that runs in
 #               pytest's own processes (under 2 minutes here)
 #   make test-processes  the tests that start real Python processes (torchrun, Ctrl-C, scripts run as programs)
+#   make test-notebooks  every lesson notebook run top to bottom in a real Jupyter kernel, on stand-in data
+#   make notebook   the same environment, then JupyterLab on T01's notebook (NB=... for another one)
 #   make run    the same environment, then T01 (MNIST, simple network) with its defaults
 #   make bench  where the time goes: each lesson against its limit, offline, on full-size stand-ins (--synthetic)
 #   make test-floors  a second environment, .venv-floors, with the oldest versions pyproject.toml promises
@@ -27,7 +29,7 @@ else
 endif
 FLOORS_STAMP := $(FLOORS_VENV)/.installed
 
-.PHONY: test test-processes test-floors run lint bench clean-venv
+.PHONY: test test-processes test-notebooks test-floors run notebook lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +38,14 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest -n auto -m "not processes"  # one worker per CPU core (pytest-xdist)
+	$(BIN)/python -m pytest -n auto -m "not processes and not notebooks"  # one worker per CPU core (pytest-xdist)
 
 test-processes: $(STAMP)
 	$(BIN)/python -m pytest -n auto -m processes
+
+# --dist loadgroup: a notebook's tests share one worker, which runs the notebook once
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -n auto --dist loadgroup -m notebooks
 
 # Rebuilt from empty (--clear) whenever pyproject.toml or the constraints change, so that nothing
 # from an earlier set of pins is left behind.
@@ -49,10 +55,14 @@ $(FLOORS_STAMP): pyproject.toml $(FLOORS_CONSTRAINTS)
 	@touch $(FLOORS_STAMP)
 
 test-floors: $(FLOORS_STAMP)
-	$(FLOORS_BIN)/python -m pytest -n auto
+	$(FLOORS_BIN)/python -m pytest -n auto --dist loadgroup
 
 run: $(STAMP)
 	$(BIN)/python T01_mnist_nn/mnist_nn.py $(ARGS)
+
+NB ?= T01_mnist_nn/mnist_nn.ipynb
+notebook: $(STAMP)
+	$(BIN)/python -m jupyter lab $(NB)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
