@@ -107,8 +107,9 @@ def executed(repository_copy, tmp_path_factory):
     def run(path: Path) -> dict:
         if path not in done:
             data_dir = tmp_path_factory.mktemp("data")
-            writer, options = STAND_INS[path.parent.name]
-            writer(data_dir, **options)
+            if path.parent.name in STAND_INS:  # the lessons that read a dataset
+                writer, options = STAND_INS[path.parent.name]
+                writer(data_dir, **options)
             notebook = nbformat.read(repository_copy / path, as_version=4)
             if path.parent.name == "T03_cifar10_lenet":
                 notebook.cells.insert(0, nbformat.v4.new_code_cell(ACCEPT_STAND_IN_CIFAR))
