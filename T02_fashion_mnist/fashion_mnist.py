@@ -31,6 +31,7 @@ from pathlib import Path
 
 if __name__ == "__main__":  # run as a script, Ctrl-C while torch loads (a second or two) stops it, no traceback
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # (imported, e.g. in a notebook, nothing changes)
+import matplotlib.pyplot as plt
 import torch
 from torch import nn, optim
 from torch.optim.lr_scheduler import StepLR
@@ -325,20 +326,19 @@ class TensorBoardLog:
             self.writer.close()
 
 
-def save_figures(run: TrainingRun, model: nn.Module, device: torch.device, test_loader: DataLoader,
-                 classes: list[str], mean: float, std: float, dataset: str) -> None:
-    """curves.png, predictions.png (the first 16 test images) and confusion_matrix.png, from `model` as it is."""
-    import matplotlib.pyplot as plt
+def predicted_classes(model: nn.Module, device: torch.device, loader: DataLoader) -> torch.Tensor:
+    """The model's predicted class for every image of `loader`, in the loader's order, on the CPU."""
+    model.eval()  # dropout off, batch norm uses the statistics it learned
+    with torch.no_grad():
+        return torch.cat([model(images.to(device)).argmax(dim=1).cpu() for images, _ in loader])
 
-    title = f"{type(model).__name__} on {dataset}"
-    run.save_curves(title)
-    model.eval()
-    with torch.no_grad():  # every test image's predicted class; the loader keeps the test set's order
-        predicted = torch.cat([model(images.to(device)).argmax(dim=1).cpu() for images, _ in test_loader])
-    images, targets = test_loader.dataset.tensors[0][:16].cpu(), test_loader.dataset.tensors[1].cpu()
 
+def predictions_figure(test_set: TensorDataset, predicted: torch.Tensor, classes: list[str], mean: float,
+                       std: float) -> plt.Figure:
+    """The first 16 test images, each titled with the predicted and the true class; a wrong guess red, with (x)."""
+    images, targets = test_set.tensors[0][:16].cpu(), test_set.tensors[1][:16].cpu()
     fig, axes = plt.subplots(4, 4, figsize=(8, 9))
-    for ax, image, p, t in zip(axes.flat, images, predicted.tolist(), targets.tolist()):
+    for ax, image, p, t in zip(axes.flat, images, predicted[:16].tolist(), targets.tolist()):
         ax.imshow((image[0] * std + mean).numpy(), cmap="gray", vmin=0, vmax=1)  # undo Normalize: 0..1 pixels
         ax.set_title(f"pred: {classes[p]}" + ("" if p == t else " (x)") + f"\ntrue: {classes[t]}", fontsize=8,
                      color="black" if p == t else "red")
@@ -346,8 +346,12 @@ def save_figures(run: TrainingRun, model: nn.Module, device: torch.device, test_
     for ax in axes.flat[len(images):]:
         ax.axis("off")
     fig.tight_layout()
-    run.save_figure(fig, "predictions.png")
+    return fig
 
+
+def confusion_matrix_figure(targets: torch.Tensor, predicted: torch.Tensor, classes: list[str],
+                            title: str) -> plt.Figure:
+    """Row = true class, column = predicted class, each row divided by its sum (the diagonal: each class's accuracy)."""
     # counts[t, p]: how many images of true class t were predicted as p; each row divided by its sum.
     n = len(classes)
     counts = torch.bincount(targets * n + predicted, minlength=n * n).reshape(n, n).double()
@@ -364,8 +368,21 @@ def save_figures(run: TrainingRun, model: nn.Module, device: torch.device, test_
             ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if value > 0.5 else "black")  # readable on dark and light cells
     fig.tight_layout()
-    run.save_figure(fig, "confusion_matrix.png")
-    per_class = counts.diag() / counts.sum(dim=1).clamp_min(1)
+    return fig
+
+
+def save_figures(run: TrainingRun, model: nn.Module, device: torch.device, test_loader: DataLoader,
+                 classes: list[str], mean: float, std: float, dataset: str) -> None:
+    """curves.png, predictions.png (the first 16 test images) and confusion_matrix.png, from `model` as it is."""
+    title = f"{type(model).__name__} on {dataset}"
+    run.save_curves(title)
+    predicted = predicted_classes(model, device, test_loader)  # the loader keeps the test set's order
+    targets = test_loader.dataset.tensors[1].cpu()
+    run.save_figure(predictions_figure(test_loader.dataset, predicted, classes, mean, std), "predictions.png")
+    run.save_figure(confusion_matrix_figure(targets, predicted, classes, title), "confusion_matrix.png")
+    n = len(classes)  # each class's accuracy: its right answers over its images (none: 0)
+    right, images = torch.bincount(targets[predicted == targets], minlength=n), torch.bincount(targets, minlength=n)
+    per_class = right / images.clamp_min(1)
     run.log("Hardest classes: " + ", ".join(f"{classes[i]} {100 * per_class[i]:.1f}%"
                                             for i in per_class.argsort()[:3].tolist()))
 

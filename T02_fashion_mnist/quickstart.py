@@ -151,11 +151,8 @@ def test_loop(dataloader: DataLoader, model: nn.Module, loss_fn: nn.Module, *, d
             "test_images": seen}
 
 
-def save_load_and_predict(run: TrainingRun, test_data: TensorDataset, device: torch.device) -> str:
-    """The Quickstart's ending: save the weights, load them into a new model, predict the first test image."""
-    # The Quickstart saves model.pth in the current folder; we save it in the run's folder, with the rest.
-    path = run.save_weights("model.pth")
-    run.log(f"Saved PyTorch Model State to {path}")
+def load_and_predict(path: Path, test_data: TensorDataset, device: torch.device) -> tuple[str, str]:
+    """The Quickstart's last step: a new NeuralNetwork, loaded from `path`, predicts the first test image."""
     model = NeuralNetwork().to(device)
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     model.eval()
@@ -164,7 +161,16 @@ def save_load_and_predict(run: TrainingRun, test_data: TensorDataset, device: to
         x = x.to(device)
         pred = model(x)
         predicted, actual = classes[pred[0].argmax(0)], classes[y]
-        run.log(f'Predicted: "{predicted}", Actual: "{actual}"')
+    return predicted, actual
+
+
+def save_load_and_predict(run: TrainingRun, test_data: TensorDataset, device: torch.device) -> str:
+    """The Quickstart's ending: save the weights, load them into a new model, predict the first test image."""
+    # The Quickstart saves model.pth in the current folder; we save it in the run's folder, with the rest.
+    path = run.save_weights("model.pth")
+    run.log(f"Saved PyTorch Model State to {path}")
+    predicted, actual = load_and_predict(path, test_data, device)
+    run.log(f'Predicted: "{predicted}", Actual: "{actual}"')
     return predicted
 
 
