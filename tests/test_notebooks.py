@@ -27,6 +27,7 @@ STAND_INS = {
     "T01_mnist_nn": (stand_in_data.write_mnist, {"folder": "MNIST", "train_size": 600, "test_size": 100}),
     "T02_fashion_mnist": (stand_in_data.write_mnist, {"folder": "FashionMNIST", "train_size": 600, "test_size": 100}),
     "T03_cifar10_lenet": (stand_in_data.write_cifar10, {"train_size": 200, "test_size": 50}),
+    "T05_ddp_torchrun": (stand_in_data.write_mnist, {"folder": "FashionMNIST", "train_size": 600, "test_size": 100}),
 }
 # Stand-in CIFAR-10 files are not CIFAR-10's: their MD5s differ. Run first in the kernel, never committed.
 ACCEPT_STAND_IN_CIFAR = """\
@@ -140,7 +141,8 @@ RUNS = [pytest.param(path, marks=pytest.mark.xdist_group(path.stem)) for path in
 def test_notebook_runs_top_to_bottom(path, executed, repository_copy):
     printed = "".join(out["text"] for out in outputs(executed(path), "stdout"))
     assert f"Working in {repository_copy / path.parent}" in printed  # the first cell found the lesson folder
-    assert "Test" in printed  # the lesson's own test() printed its line
+    # the lesson's own code printed its line: test()'s, or (T04, no training) the count of the claims it checked
+    assert "Test" in printed or "claims above were checked and held" in printed
 
 
 @pytest.mark.notebooks
