@@ -25,7 +25,7 @@
 # %% [markdown]
 # ## Settings
 #
-# The script's flags, as plain variables. Three epochs take about half a minute on a laptop CPU.
+# The script's flags, as plain variables. Three epochs are enough to watch the network learn.
 # **The post's run is `epochs = 14`.** `device` is the lesson's default choice: an NVIDIA GPU
 # (CUDA) if there is one, then an Apple GPU (MPS), then the CPU; write `device = torch.device("cpu")`
 # to force the CPU. `data_dir = None` puts the data where the scripts put it: the folder named by
@@ -33,7 +33,7 @@
 # %% [markdown] zh-CN
 # ## 设置
 #
-# 脚本的命令行参数，这里写成普通变量。3 个 epoch 在笔记本电脑的 CPU 上大约半分钟。
+# 脚本的命令行参数，这里写成普通变量。3 个 epoch 足够看到网络在学习。
 # **文章的完整运行是 `epochs = 14`。** `device` 和课程脚本的默认选择相同：有 NVIDIA GPU（CUDA）就用它，
 # 其次是 Apple GPU（MPS），最后是 CPU；想强制用 CPU，写 `device = torch.device("cpu")`。
 # `data_dir = None` 让数据放在脚本放的地方：环境变量 `PYTORCH_TUTORIAL_DATA_DIR` 指定的目录，
