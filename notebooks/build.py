@@ -15,7 +15,9 @@ Three lines in a code cell are replaced by code, so that a notebook never holds 
     #> setup                                the first code cell: find the repository, or fetch it (Colab)
     #> mnist_nn.py: SimpleNN, train         those definitions, copied from the lesson script as they are
     #> mnist_nn.py: main "# 1. Data" "# 2." main()'s lines from the first marker up to the second, with the
-                                            `args.` taken off the flags (the settings cell names them)
+                                            `args.` taken off the flags (the settings cell names them);
+                                            `model=model_name` after them writes args.model as model_name,
+                                            where main() gives `model` a value of its own
 
 Both notebooks are written without outputs or execution counts, so that a diff shows only real changes.
 Run them (Jupyter, VS Code) or open them in Colab to see the outputs. The repository's address, used by the
@@ -106,8 +108,9 @@ def definitions(script: Path, names: list[str]) -> str:
     return "\n\n\n".join(dict.fromkeys(found[name] for name in names))
 
 
-def main_lines(script: Path, first: str, last: str) -> str:
-    """main()'s lines from the one containing `first` up to (not including) the one containing `last`."""
+def main_lines(script: Path, first: str, last: str, renamed: dict[str, str]) -> str:
+    """main()'s lines from the one containing `first` up to (not including) the one containing `last`,
+    each `args.x` written as `x` (or as renamed[x])."""
     text = script.read_text(encoding="utf-8")
     main = next(node for node in ast.parse(text).body if isinstance(node, ast.FunctionDef) and node.name == "main")
     body = text.splitlines()[main.lineno:main.end_lineno]
@@ -116,7 +119,7 @@ def main_lines(script: Path, first: str, last: str) -> str:
         raise SystemExit(f"error: main() in {script.relative_to(REPO_ROOT)} has no line with {first!r}")
     ends = [i for i, line in enumerate(body) if last in line and i > starts[0]]
     chosen = textwrap.dedent("\n".join(body[starts[0]:ends[0] if ends else None])).rstrip()
-    return re.sub(r"\bargs\.(\w+)", r"\1", chosen)
+    return re.sub(r"\bargs\.(\w+)", lambda flag: renamed.get(flag.group(1), flag.group(1)), chosen)
 
 
 def expand(code: str, lesson: str, script: str) -> str:
@@ -126,10 +129,11 @@ def expand(code: str, lesson: str, script: str) -> str:
         if line.strip() == "#> setup":
             out.append(setup_cell(lesson, script))
         elif line.startswith("#> "):
-            match = re.fullmatch(r'#> (\S+\.py): main "([^"]+)" "([^"]+)"', line.strip())
+            match = re.fullmatch(r'#> (\S+\.py): main "([^"]+)" "([^"]+)"((?: \w+=\w+)*)', line.strip())
             file_name, _, names = line[3:].partition(":")
             if match:
-                out.append(main_lines(REPO_ROOT / lesson / match.group(1), match.group(2), match.group(3)))
+                renamed = dict(pair.split("=") for pair in match.group(4).split())
+                out.append(main_lines(REPO_ROOT / lesson / match.group(1), match.group(2), match.group(3), renamed))
             else:
                 out.append(definitions(REPO_ROOT / lesson / file_name.strip(), [n.strip() for n in names.split(",")]))
         else:

@@ -30,12 +30,11 @@
 # ## Settings
 #
 # The script's flags, as plain variables; the defaults are the posts' run: 5 epochs of SGD at
-# lr 0.01 with momentum 0.9, batches of 64. **`model` chooses the network**: `"mlp"` (the
-# tutorial's `NeuralNetwork`, a few seconds an epoch on a laptop CPU), `"mlp-deep"` (the post's
-# `NeuralNetwork_v1`) or `"cnn"` (the post's `ConvNeuralNetwork`, about half a minute an epoch
-# on a laptop CPU, a few seconds on a GPU). `dataset = "mnist"` gives the posts' first run, the
-# same MLP on digits. To start again after a change, run again from this cell: step 5 turns
-# `model`, `optimizer` and `scheduler` from names into the objects themselves.
+# lr 0.01 with momentum 0.9, batches of 64. **`model_name` chooses the network**: `"mlp"` (the
+# tutorial's `NeuralNetwork`), `"mlp-deep"` (the post's `NeuralNetwork_v1`) or `"cnn"` (the
+# post's `ConvNeuralNetwork`, several times slower per epoch on a CPU; this lesson's NOTES.md has
+# the times measured on a 2-core CPU). `dataset = "mnist"` gives the posts' first run, the same
+# MLP on digits. After a change, run again from this cell down.
 #
 # The post checks the GPU with `nvcc --version`; PyTorch needs only the NVIDIA driver, and
 # `device` below is the lesson's default choice: CUDA if there is one, then an Apple GPU (MPS),
@@ -46,11 +45,10 @@
 # ## 设置
 #
 # 脚本的命令行参数，这里写成普通变量；默认值就是文章的设置：5 个 epoch、学习率 0.01、动量 0.9 的 SGD，
-# batch 大小 64。**`model` 选择网络**：`"mlp"`（教程的 `NeuralNetwork`，在笔记本电脑的 CPU 上每个 epoch
-# 几秒钟）、`"mlp-deep"`（文章的
-# `NeuralNetwork_v1`）或 `"cnn"`（文章的 `ConvNeuralNetwork`，在笔记本电脑的 CPU 上每个 epoch 大约半分钟，
-# 在 GPU 上几秒钟）。`dataset = "mnist"` 就是文章的第一次运行：同一个 MLP 识别手写数字。改了设置之后，
-# 从这个单元格开始重新运行：第 5 步会把 `model`、`optimizer` 和 `scheduler` 从名字变成真正的对象。
+# batch 大小 64。**`model_name` 选择网络**：`"mlp"`（教程的 `NeuralNetwork`）、`"mlp-deep"`（文章的
+# `NeuralNetwork_v1`）或 `"cnn"`（文章的 `ConvNeuralNetwork`，在 CPU 上每个 epoch 慢好几倍；本课的 NOTES.zh-CN.md
+# 里有在 2 核 CPU 上测出的时间）。`dataset = "mnist"` 就是文章的第一次运行：同一个 MLP 识别手写数字。
+# 改了设置之后，从这个单元格开始往下重新运行。
 #
 # 文章用 `nvcc --version` 检查 GPU；PyTorch 只需要 NVIDIA 驱动。下面的 `device` 和课程脚本的默认选择相同：
 # 有 CUDA 就用它，其次是 Apple GPU（MPS），最后是 CPU；想强制用 CPU，写 `device = torch.device("cpu")`。
@@ -69,15 +67,15 @@ from torchvision import datasets
 
 from common import data  # finds the dataset, or downloads it, and checks the files
 
-model = "mlp"              # "mlp": NeuralNetwork, "mlp-deep": NeuralNetwork_v1, "cnn": ConvNeuralNetwork
+model_name = "mlp"         # "mlp": NeuralNetwork, "mlp-deep": NeuralNetwork_v1, "cnn": ConvNeuralNetwork
 dataset = "fashion-mnist"  # or "mnist"
 epochs = 5                 # the posts: 5
 batch_size = 64
 test_batch_size = 1000     # the posts: 64 (the same results, only slower)
-optimizer = "sgd"          # or "adam" (then try lr = 0.001)
+optimizer_name = "sgd"     # or "adam" (then try lr = 0.001)
 lr = 0.01
 momentum = 0.9
-scheduler = "none"         # "step": StepLR, lr *= gamma every step_size epochs
+scheduler_name = "none"    # "step": StepLR, lr *= gamma every step_size epochs
 step_size = 2
 gamma = 0.5
 log_interval = 100         # print the average loss of the last 100 steps, every 100 steps
@@ -205,7 +203,7 @@ plt.show()
 #
 # **The post's deeper MLP (section 7.2.1)**, 784-1024-1024-512-512-10, has four times the
 # weights and reaches about 87%, no better: more layers of the same kind still read a flat list
-# of pixels. Set `model = "mlp-deep"` to see it.
+# of pixels. Set `model_name = "mlp-deep"` to see it.
 # %% [markdown] zh-CN
 # ## 4. 另外两个模型：更深的 MLP 和 CNN
 #
@@ -214,7 +212,7 @@ plt.show()
 # 文章报告训练 5 个 epoch 后 MNIST 上是 97.45%，FashionMNIST 上是 87.60%。
 #
 # **文章里更深的 MLP（7.2.1 节）**，784-1024-1024-512-512-10，权重是原来的四倍，准确率约 87%，没有提高：
-# 同一种层再多，读到的仍然是一串展平的像素。设置 `model = "mlp-deep"` 就能看到。
+# 同一种层再多，读到的仍然是一串展平的像素。设置 `model_name = "mlp-deep"` 就能看到。
 
 # %%
 #> fashion_mnist.py: NeuralNetwork_v1
@@ -225,12 +223,12 @@ plt.show()
 # collar is. Each block is convolution, batch norm, ReLU and a 2×2 max-pool (28 → 14 → 7 → 3),
 # then three linear layers with batch norm, ReLU and dropout 0.4. Batch norm lets SGD train the
 # deeper network quickly; dropout keeps the head from memorising the training set. The post
-# reports 91.53%. Set `model = "cnn"`.
+# reports 91.53%. Set `model_name = "cnn"`.
 # %% [markdown] zh-CN
 # **文章的 CNN** 看的是邻域：每个 3×3 的卷积核同时看一个像素和它周围的像素，并在整张图片上滑动，所以一个
 # 识别领子的卷积核不管领子在哪里都能用。每个卷积块依次是卷积层、批标准化、ReLU 和 2×2 最大池化
 # （28 → 14 → 7 → 3），然后是三个全连接层，带批标准化、ReLU 和 0.4 的 dropout。批标准化让 SGD 能很快
-# 训练这个更深的网络；dropout 防止全连接部分死记训练集。文章报告的准确率是 91.53%。设置 `model = "cnn"`。
+# 训练这个更深的网络；dropout 防止全连接部分死记训练集。文章报告的准确率是 91.53%。设置 `model_name = "cnn"`。
 
 # %%
 #> fashion_mnist.py: ConvNeuralNetwork
@@ -247,15 +245,15 @@ plt.show()
 # ## 5. Model, loss, optimizer and learning-rate schedule
 #
 # `main()`'s lines: the chosen model, `nn.CrossEntropyLoss()`, SGD with momentum (or Adam), and
-# a `StepLR` schedule that keeps the learning rate constant unless `scheduler = "step"`.
+# a `StepLR` schedule that keeps the learning rate constant unless `scheduler_name = "step"`.
 # %% [markdown] zh-CN
 # ## 5. 模型、损失函数、优化器和学习率调度器
 #
 # `main()` 里的这几行：选中的模型、`nn.CrossEntropyLoss()`、带动量的 SGD（或 Adam），以及 `StepLR`
-# 学习率调度器；除非设置 `scheduler = "step"`，学习率保持不变。
+# 学习率调度器；除非设置 `scheduler_name = "step"`，学习率保持不变。
 
 # %%
-#> fashion_mnist.py: main "# 2." "# 3."
+#> fashion_mnist.py: main "# 2." "# 3." model=model_name optimizer=optimizer_name scheduler=scheduler_name
 
 print(model)
 print(f"Parameters: {sum(p.numel() for p in model.parameters()):,}")
@@ -330,12 +328,12 @@ plt.show()
 # The confusion matrix: row = the true class, column = the predicted class, each row divided by
 # that class's number of test images. The diagonal is each class's accuracy; a dark cell off
 # the diagonal is a confusion. If the Shirt row spreads over T-shirt/top, Pullover and Coat, the
-# model mixes up the garments that share an outline. Run it with `model = "mlp"` and
-# `model = "cnn"` to see where the CNN's extra points come from.
+# model mixes up the garments that share an outline. Run it with `model_name = "mlp"` and
+# `model_name = "cnn"` to see where the CNN's extra points come from.
 # %% [markdown] zh-CN
 # 混淆矩阵：行是真实类别，列是预测类别，每一行除以该类的测试图片数。对角线是每一类的准确率；对角线以外颜色深的
 # 格子就是混淆。如果 Shirt 这一行分散到 T-shirt/top、Pullover 和 Coat 上，说明模型把轮廓相同的衣物弄混了。
-# 分别用 `model = "mlp"` 和 `model = "cnn"` 运行，看看 CNN 多出来的准确率来自哪里。
+# 分别用 `model_name = "mlp"` 和 `model_name = "cnn"` 运行，看看 CNN 多出来的准确率来自哪里。
 
 # %%
 confusion_matrix_figure(targets, predicted, classes, f"{type(model).__name__} on {dataset}")
