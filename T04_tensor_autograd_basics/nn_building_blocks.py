@@ -310,13 +310,15 @@ def optimizers_compared(lr: float = 0.05, steps: int = 100) -> dict:
     for name, make in makers.items():
         w = torch.zeros(2, requires_grad=True)
         optimizer = make([w])
+        path = [w.tolist()]  # where w is after each step, to draw (the notebook plots the five paths)
         for step in range(steps):
             optimizer.zero_grad()
             quadratic_bowl(w).backward()
             optimizer.step()
+            path.append(w.tolist())
             if step == 0:
                 first = (-w).tolist()  # w started at 0 and moved by -(step): the step taken is -w
-        results[name] = {"first_step": first, "loss": quadratic_bowl(w).item()}
+        results[name] = {"first_step": first, "loss": quadratic_bowl(w).item(), "path": path}
         by_hand = first_steps[name]
         print(f"  {name:<18} ({-first[0]:+.4f}, {-first[1]:+.4f}) ({-by_hand[0]:+.4f}, {-by_hand[1]:+.4f})   "
               f"{results[name]['loss']:.3g}")
