@@ -61,6 +61,8 @@ def setup_cell(lesson: str, script: str) -> str:
         # Find the lesson folder, work there, and make its script and common/ importable. Opened
         # outside a clone of the repository (in Colab, say), this cell first clones it and installs
         # what is missing; in a clone it changes nothing else.
+        from __future__ import annotations  # type hints such as list[float | None] on Python 3.9 too
+
         import importlib.util
         import os
         import subprocess

@@ -299,8 +299,8 @@ def test_the_promised_floors_are_pinned_in_one_place_that_everything_agrees_with
     assert "$(FLOORS_STAMP): pyproject.toml $(FLOORS_CONSTRAINTS)" in makefile
     assert "test-floors: $(FLOORS_STAMP)\n\t$(FLOORS_BIN)/python -m pytest -n auto --dist loadgroup\n" in makefile
     ci = [line.split("#")[0].strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
-    assert [line for line in ci if line.startswith("make")] == ["make test", "make test-processes", "make test-notebooks",
-                                                               "make test-floors"]
+    assert [line for line in ci if line.startswith("make")] == [
+        "make test", "make test-processes", "make test-notebooks", "make test-floors"]
 
 
 def test_installed_versions_keep_the_promise():

@@ -48,8 +48,6 @@
 # CIFAR-10（约 170 MB）。
 
 # %%
-from __future__ import annotations  # the script's type hints (list[float | None]) on Python 3.9 too
-
 import time
 
 import matplotlib.pyplot as plt

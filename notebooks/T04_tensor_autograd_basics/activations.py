@@ -39,7 +39,6 @@
 # `x` 是 `main()` 里的网格，从 -6 到 6，步长 0.05。和脚本一样，一切都在 CPU 上运行。
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -138,7 +138,8 @@ facts |= checkpoint_section(device, out_dir, seed)
 # 和从未中断的那次完全重合；只恢复权重、用一个新的 Adam 的那次走的是另一些步子（方块不在线上）。
 
 # %%
-before, after = range(1, EPOCHS_BEFORE_SAVE + 1), range(EPOCHS_BEFORE_SAVE + 1, EPOCHS_BEFORE_SAVE + EPOCHS_AFTER_SAVE + 1)
+before = range(1, EPOCHS_BEFORE_SAVE + 1)
+after = range(EPOCHS_BEFORE_SAVE + 1, EPOCHS_BEFORE_SAVE + EPOCHS_AFTER_SAVE + 1)
 fig, ax = plt.subplots(figsize=(7, 4))
 ax.plot(before, facts["before_save"], "o-", color="black", label="before the save")
 ax.plot(after, facts["straight"], "-", linewidth=4, alpha=0.4, label="uninterrupted")

@@ -33,19 +33,26 @@
 # 没有设置时是仓库的 `data/`）。
 
 # %%
-from __future__ import annotations  # the type hints of the functions shown below are not evaluated
-
+import argparse
+import datetime
 import json
 import time
 
 import matplotlib.pyplot as plt
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from common.device import select_device
 
 epochs = 1              # the lesson's default: 5
 processes = 2           # --nproc-per-node: how many processes on this machine
 stamp = time.strftime("%Y%m%d-%H%M%S")
 one_process_run = root / "runs" / f"ddp_fashion_mnist-notebook-{stamp}-1"
 two_process_run = root / "runs" / f"ddp_fashion_mnist-notebook-{stamp}-{processes}"
-python = sys.executable
+script = "ddp_fashion_mnist.py"
+torchrun = f'"{sys.executable}" -m torch.distributed.run'  # torchrun, with this notebook's Python
 
 # %% [markdown]
 # ## 1. One process
@@ -59,7 +66,7 @@ python = sys.executable
 # 和 T02 完全一样。
 
 # %%
-!"{python}" ddp_fashion_mnist.py --epochs {epochs} --out-dir "{one_process_run}"
+!"{sys.executable}" {script} --epochs {epochs} --out-dir "{one_process_run}"
 
 # %% [markdown]
 # ## 2. Two processes with torchrun
@@ -76,7 +83,7 @@ python = sys.executable
 # 只有 rank 0 打印输出。
 
 # %%
-!"{python}" -m torch.distributed.run --standalone --nproc-per-node {processes} ddp_fashion_mnist.py --epochs {epochs} --out-dir "{two_process_run}"
+!{torchrun} --standalone --nproc-per-node {processes} {script} --epochs {epochs} --out-dir "{two_process_run}"
 
 # %% [markdown]
 # ## 3. What the script adds to T02
