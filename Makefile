@@ -62,7 +62,7 @@ run: $(STAMP)
 
 NB ?= T01_mnist_nn/mnist_nn.ipynb
 notebook: $(STAMP)
-	$(BIN)/python -m jupyter lab $(NB)
+	$(BIN)/python -m jupyter lab --ServerApp.root_dir=. $(NB)  # the whole repository in its file browser
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
