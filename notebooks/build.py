@@ -83,7 +83,10 @@ def setup_cell(lesson: str, script: str) -> str:
                 subprocess.run([sys.executable, "-m", "pip", "install", *missing], check=True)
         os.chdir(root / LESSON)
         sys.path[:0] = [str(root / LESSON), str(root)]
-        print(f"Working in {{Path.cwd()}}")''')
+        print(f"Working in {{Path.cwd()}}")
+
+        # Figures under the cells that draw them (needed with matplotlib older than 3.9 and today's IPython).
+        %matplotlib inline''')
 
 
 def definitions(script: Path, names: list[str]) -> str:
