@@ -60,6 +60,9 @@ def test_a_changed_definition_in_the_script_changes_the_notebook(tmp_path, monke
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
 def test_notebooks_are_committed_without_outputs(path):
+    import nbformat
+
+    nbformat.validate(nbformat.reads((REPO / path).read_text(encoding="utf-8"), as_version=4))  # opens in Jupyter
     notebook = json.loads((REPO / path).read_text(encoding="utf-8"))
     code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
     assert code and all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
